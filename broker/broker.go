@@ -122,16 +122,17 @@ func (b *Broker) Token(ctx context.Context, req Request, opt Options) (Token, St
 		b.metrics.Lookup(StatusHit)
 		return tok, StatusHit, nil
 	}
-	return b.miss(ctx, sh, string(key), req, slices.Clone(groups), opt)
+	req.Groups = slices.Clone(groups)
+	return b.miss(ctx, sh, string(key), req, opt, false)
 }
 
-// miss joins or starts the one exchange in flight for key.
-func (b *Broker) miss(ctx context.Context, sh *shard, key string, req Request, groups []string, opt Options) (Token, Status, error) {
-	req.Groups = groups
+// miss joins or starts the one exchange in flight for key. With force, a
+// flight it starts exchanges even if the cache holds a token by then.
+func (b *Broker) miss(ctx context.Context, sh *shard, key string, req Request, opt Options, force bool) (Token, Status, error) {
 	var started bool // written by the flight goroutine, read after its result arrives
 	ch := b.flights.DoChan(key, func() (any, error) {
 		started = true
-		return b.exchange(ctx, sh, key, req, opt)
+		return b.exchange(ctx, sh, key, req, opt, force)
 	})
 	select {
 	case <-ctx.Done():
@@ -149,6 +150,11 @@ func (b *Broker) miss(ctx context.Context, sh *shard, key string, req Request, g
 			}
 		}
 		if !b.fresh(fr.tok, opt.MinTTL) {
+			if fr.cached && !force {
+				// The flight served a cached token that was fresh enough
+				// for its leader but not for us: exchange for real.
+				return b.miss(ctx, sh, key, req, opt, true)
+			}
 			return Token{}, 0, ErrTTLUnattainable
 		}
 		b.metrics.Lookup(status)
@@ -163,11 +169,11 @@ type flightResult struct {
 
 // exchange runs in the flight's own goroutine, on a context detached from the
 // caller that started it.
-func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Request, opt Options) (res flightResult, err error) {
+func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Request, opt Options, force bool) (res flightResult, err error) {
 	// A flight that finished between our lookup and our start may have
 	// stored a token already.
 	tok, ok := (*sh.m.Load())[key]
-	if ok && tok.AccessToken != opt.RejectedToken && b.fresh(tok, opt.MinTTL) {
+	if ok && !force && tok.AccessToken != opt.RejectedToken && b.fresh(tok, opt.MinTTL) {
 		return flightResult{tok: tok, cached: true}, nil
 	}
 
