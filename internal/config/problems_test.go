@@ -1,0 +1,472 @@
+package config_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tokenbroker/tokenbroker/internal/config"
+)
+
+// The base config is valid in the test's key directory.
+func TestBaseIsValid(t *testing.T) {
+	if _, err := config.Parse([]byte(base), keyDir(t)); err != nil {
+		t.Fatalf("Parse(base): %v", err)
+	}
+}
+
+// Each row makes exactly one thing wrong and expects exactly one problem:
+// no problem may drag others along.
+func TestParseProblems(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("x", n) }
+	const tenantB = "    upstream:\n      kind: pismo_oidc\n      token_url: https://sandbox.example/b/token\n"
+	tests := []struct {
+		name string
+		doc  string
+		path string
+		line int
+		msg  string // a part of the message
+	}{
+		// YAML syntax.
+		{"syntax", edit(t, "timeout: 10s\n", "timeout: 10s: x\n"), "", 12, "invalid YAML: mapping values are not allowed"},
+		{"syntax: unclosed flow", edit(t, `groups: [a]`, `groups: [a`), "", -1, "invalid YAML"},
+		{"second document", base + "---\nlisten: {}\n", "", 41, "single YAML document"},
+
+		// Unknown fields, at every depth.
+		{"unknown top-level", base + "audit: {file: x}\n", "audit", 41, "unknown field"},
+		{"unknown later field", edit(t, "  skew: 10s\n", "  skew: 10s\n  refresh_fraction: 0.2\n"), "cache.refresh_fraction", 7, "unknown field"},
+		{"unknown nested", edit(t, "timeout: 10s\n", "timeout: 10s\n      tokn_url: x\n"), "tenants[0].upstream.tokn_url", 13, "unknown field"},
+		{"unknown in list item", edit(t, "account_tokens: true\n", "account_tokens: true\n        groupz: [x]\n"), "callers[0].allow[0].groupz", 34, "unknown field"},
+		{"unknown odd name", base + "\"a b\\nc\": 1\n", `"a b\nc"`, 41, "unknown field"},
+		{"repeated field", edit(t, "  skew: 10s\n", "  skew: 10s\n  skew: 20s\n"), "cache.skew", 7, "repeated field (first at line 6)"},
+		{"key not a string", edit(t, "  skew: 10s\n", "  skew: 10s\n  [a]: b\n"), "cache", 7, "key that is not a string"},
+		{"bad merge", edit(t, "  skew: 10s\n", "  skew: 10s\n  <<: 5\n"), "cache.<<", 7, "must be a mapping or a list of mappings"},
+
+		// Wrong types; the value's own checks do not pile on.
+		{"not a mapping", "- a\n", "", 1, "the config must be a mapping, got a list"},
+		{"section not a mapping", edit(t, "  grpc: 127.0.0.1:7443\n  http: 127.0.0.1:7080\n", "  - 127.0.0.1:7443\n"), "listen", 2, "must be a mapping, got a list"},
+		{"scalar not a string", edit(t, "shutdown_grace: 15s", "shutdown_grace: [15s]"), "shutdown_grace", 4, "must be a string, got a list"},
+		{"upstream not a mapping", edit(t, tenantB, "    upstream: pismo_oidc\n"), "tenants[1].upstream", 20, "must be a mapping, got a string"},
+		{"groups not a list", edit(t, "groups: [a]", "groups: a"), "callers[1].allow[0].groups", 40, "must be a list, got a string"},
+		{"bool: yes", edit(t, "account_tokens: true", "account_tokens: yes"), "callers[0].allow[0].account_tokens", 33, "must be true or false, got a string"},
+		{"bool: quoted", edit(t, "account_tokens: true", `account_tokens: "true"`), "callers[0].allow[0].account_tokens", 33, "must be true or false"},
+
+		// Missing required fields: the line is the enclosing item's.
+		{"no issuer", edit(t, "    issuer: iss\n", ""), "tenants[0].issuer", 8, "required"},
+		{"no subject", edit(t, "    subject: sub-b\n", ""), "tenants[1].subject", 19, "required"},
+		{"empty audience", edit(t, "audience: aud\n", "audience: \"\"\n"), "tenants[0].audience", 15, "required"},
+		{"no upstream", edit(t, tenantB, ""), "tenants[1].upstream", 19, "required"},
+		{"no kind", edit(t, "      kind: pismo_oidc\n      token_url: https://sandbox.example/token\n", "      token_url: https://sandbox.example/token\n"), "tenants[0].upstream.kind", 9, "required"},
+		{"no token_url", edit(t, "      token_url: https://sandbox.example/token\n", ""), "tenants[0].upstream.token_url", 9, "required"},
+		{"no key_file", edit(t, "    key_file: k.pem\n", ""), "tenants[0].key_file", 8, "required"},
+		{"no tenant id", edit(t, "  - id: tn-a\n    upstream:", "  - upstream:", "tenant: tn-a", "tenant: tn-b"), "tenants[0].id", 8, "required"},
+		{"no caller name", edit(t, "  - name: payments-api\n    api_key_sha256", "  - api_key_sha256"), "callers[0].name", 28, "required"},
+		{"no api key hash", edit(t, "    api_key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n", ""), "callers[0].api_key_sha256", 28, "required"},
+		{"no allow", edit(t, "    allow:\n      - tenant: tn-b\n        groups: [a]\n", ""), "callers[1].allow", 36, "at least one grant"},
+		{"empty allow", edit(t, "    allow:\n      - tenant: tn-b\n        groups: [a]\n", "    allow: []\n"), "callers[1].allow", 38, "at least one grant"},
+		{"no grant tenant", edit(t, "      - tenant: tn-b\n        groups: [a]\n", "      - groups: [a]\n"), "callers[1].allow[0].tenant", 39, "required"},
+		{"no groups", edit(t, "groups: [a]", "account_tokens: false"), "callers[1].allow[0].groups", 39, "at least one group"},
+		{"empty groups", edit(t, "groups: [a]", "groups: []"), "callers[1].allow[0].groups", 40, "at least one group"},
+
+		// Durations.
+		{"bad duration", edit(t, "skew: 10s", "skew: 10 seconds"), "cache.skew", 6, `invalid duration "10 seconds": `},
+		{"duration without unit", edit(t, "skew: 10s", "skew: 10"), "cache.skew", 6, `invalid duration "10": missing unit`},
+		{"empty duration", edit(t, "shutdown_grace: 15s", `shutdown_grace: ""`), "shutdown_grace", 4, `invalid duration ""`},
+		{"grace zero", edit(t, "shutdown_grace: 15s", "shutdown_grace: 0s"), "shutdown_grace", 4, `must be more than 0s and at most 5m, got "0s"`},
+		{"grace too long", edit(t, "shutdown_grace: 15s", "shutdown_grace: 5m1s"), "shutdown_grace", 4, "at most 5m"},
+		{"skew negative", edit(t, "skew: 10s", "skew: -1s"), "cache.skew", 6, `must be from 0s to 5m, got "-1s"`},
+		{"skew too long", edit(t, "skew: 10s", "skew: 6m"), "cache.skew", 6, "from 0s to 5m"},
+		{"timeout zero", edit(t, "timeout: 10s", "timeout: 0s"), "tenants[0].upstream.timeout", 12, "more than 0s"},
+		{"timeout too long", edit(t, "timeout: 10s", "timeout: 2m1s"), "tenants[0].upstream.timeout", 12, "at most 2m"},
+		{"lifetime too long", edit(t, "assertion_lifetime: 5m", "assertion_lifetime: 61m"), "tenants[0].assertion_lifetime", 17, "at most 1h"},
+		{"lifetime negative", edit(t, "assertion_lifetime: 5m", "assertion_lifetime: -5m"), "tenants[0].assertion_lifetime", 17, "more than 0s"},
+
+		// Names, ids and values out of range.
+		{"tenant id chars", edit(t, "id: tn-a", "id: tn/a", "tenant: tn-a", "tenant: tn/a"), "tenants[0].id", 8, `must be 1-128 of A-Z a-z 0-9 . _ -, got "tn/a"`},
+		{"tenant id too long", edit(t, "id: tn-a", "id: "+long(129), "tenant: tn-a", "tenant: "+long(129)), "tenants[0].id", 8, "must be 1-128"},
+		{"caller name chars", edit(t, "name: reports", "name: reports api"), "callers[1].name", 36, "must be 1-64"},
+		{"caller name too long", edit(t, "name: reports", "name: "+long(65)), "callers[1].name", 36, "must be 1-64"},
+		{"issuer too long", edit(t, "issuer: iss\n", "issuer: "+long(1025)+"\n"), "tenants[0].issuer", 13, "at most 1024 bytes, got 1025"},
+		{"uid_mode", edit(t, "uid_mode: omit", "uid_mode: always"), "tenants[0].uid_mode", 18, `unknown uid_mode "always", want omit or tenant`},
+		{"uid_mode empty", edit(t, "uid_mode: omit", `uid_mode: ""`), "tenants[0].uid_mode", 18, "unknown uid_mode"},
+		{"kind not yet", edit(t, "kind: pismo_oidc\n      token_url: https://sandbox.example/token", "kind: private_key_jwt\n      token_url: https://sandbox.example/token"), "tenants[0].upstream.kind", 10, `"private_key_jwt" is not supported yet`},
+		{"kind unknown", edit(t, "kind: pismo_oidc\n      token_url: https://sandbox.example/token", "kind: oidc\n      token_url: https://sandbox.example/token"), "tenants[0].upstream.kind", 10, `unknown kind "oidc", want one of pismo_oidc`},
+		{"hash length", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "9f86d0"), "callers[0].api_key_sha256", 29, "must be 64 hex digits"},
+		{"hash not hex", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", long(64)), "callers[0].api_key_sha256", 29, "not a hex digit"},
+		{"hash of empty key", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"), "callers[0].api_key_sha256", 29, "empty key"},
+		{"http no port", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1"), "listen.http", 3, `must be host:port, got "127.0.0.1"`},
+		{"http named port", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1:http"), "listen.http", 3, "port must be a number"},
+		{"http port too big", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1:65536"), "listen.http", 3, "port must be a number"},
+		{"http same as grpc", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1:7443"), "listen.http", 3, "must differ from listen.grpc"},
+		{"grpc not loopback", edit(t, "grpc: 127.0.0.1:7443", "grpc: 0.0.0.0:7443"), "listen.grpc", 2, "loopback"},
+		{"token_url relative", edit(t, "token_url: https://sandbox.example/token", "token_url: /token"), "tenants[0].upstream.token_url", 11, "must be an absolute URL"},
+		{"token_url http", edit(t, "token_url: https://sandbox.example/token", "token_url: http://sandbox.example/token"), "tenants[0].upstream.token_url", 11, "http is allowed only on loopback"},
+		{"bad group", edit(t, "groups: [a]", "groups: [a, b*]"), "callers[1].allow[0].groups[1]", 40, `may use "*" only as the whole last`},
+
+		// Duplicates and references.
+		{"duplicate tenant", edit(t, "callers:\n", "  - {id: tn-a, upstream: {kind: pismo_oidc, token_url: \"https://x.example\"}, issuer: i, subject: s, audience: a, key_file: k.pem}\ncallers:\n"), "tenants[2].id", 27, `duplicate tenant id "tn-a" (first at tenants[0])`},
+		{"duplicate caller", edit(t, "name: reports", "name: payments-api"), "callers[1].name", 36, `duplicate caller name "payments-api" (first at callers[0])`},
+		{"duplicate hash", edit(t, "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"), "callers[1].api_key_sha256", 37, "same key hash as callers[0]"},
+		{"unknown tenant", edit(t, "      - tenant: tn-b\n        groups: [a]", "      - tenant: tn-zz\n        groups: [a]"), "callers[1].allow[0].tenant", 39, `unknown tenant "tn-zz"`},
+
+		// Key files.
+		{"key file missing", edit(t, "key_file: k.pem\n", "key_file: nope.pem\n"), "tenants[0].key_file", 16, "nope.pem\" does not exist"},
+		{"key file a directory", edit(t, "key_file: k.pem\n", "key_file: .\n"), "tenants[0].key_file", 16, "is not a regular file"},
+		{"key file under a file", edit(t, "key_file: k.pem\n", "key_file: k.pem/x\n"), "tenants[0].key_file", 16, "cannot read"},
+	}
+	dir := keyDir(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := problems(t, tc.doc, dir)
+			if len(got) != 1 {
+				t.Fatalf("%d problems:\n%s\nwant 1", len(got), (&config.Error{Problems: got}).Error())
+			}
+			p := got[0]
+			if p.Path != tc.path {
+				t.Errorf("Path = %q, want %q (%s)", p.Path, tc.path, p)
+			}
+			if tc.line >= 0 && p.Line != tc.line {
+				t.Errorf("Line = %d, want %d (%s)", p.Line, tc.line, p)
+			}
+			if tc.line < 0 && p.Line <= 0 {
+				t.Errorf("Line = %d, want one (%s)", p.Line, p)
+			}
+			if !strings.Contains(p.Msg, tc.msg) {
+				t.Errorf("Msg = %q, want it to contain %q", p.Msg, tc.msg)
+			}
+			if strings.Contains(p.String(), "\n") {
+				t.Errorf("String() = %q, want one line", p.String())
+			}
+		})
+	}
+}
+
+// Values at the edges of their ranges are accepted.
+func TestParseAcceptsLimits(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("x", n) }
+	tests := []struct {
+		name string
+		doc  string
+	}{
+		{"skew zero", edit(t, "skew: 10s", "skew: 0s")},
+		{"skew 5m", edit(t, "skew: 10s", "skew: 5m")},
+		{"grace 5m", edit(t, "shutdown_grace: 15s", "shutdown_grace: 5m")},
+		{"grace compound", edit(t, "shutdown_grace: 15s", "shutdown_grace: 1m30s")},
+		{"timeout 2m", edit(t, "timeout: 10s", "timeout: 2m")},
+		{"lifetime 1h", edit(t, "assertion_lifetime: 5m", "assertion_lifetime: 1h")},
+		{"lifetime 0.5h", edit(t, "assertion_lifetime: 5m", "assertion_lifetime: 0.5h")},
+		{"tenant id 128", edit(t, "id: tn-a", "id: "+long(128), "tenant: tn-a", "tenant: "+long(128))},
+		{"tenant id chars", edit(t, "id: tn-a", "id: A.z_0-9", "tenant: tn-a", "tenant: A.z_0-9")},
+		{"numeric tenant id", edit(t, "id: tn-a", "id: 123", "tenant: tn-a", "tenant: 123")},
+		{"caller name 64", edit(t, "name: reports", "name: "+long(64))},
+		{"issuer 1024", edit(t, "issuer: iss\n", "issuer: "+long(1024)+"\n")},
+		{"uid_mode tenant", edit(t, "uid_mode: omit", "uid_mode: tenant")},
+		{"grpc port 0, same as http", edit(t, "grpc: 127.0.0.1:7443", "grpc: 127.0.0.1:0", "http: 127.0.0.1:7080", "http: 127.0.0.1:0")},
+		{"http on all interfaces", edit(t, "http: 127.0.0.1:7080", "http: :7080")},
+		{"http on a name", edit(t, "http: 127.0.0.1:7080", "http: broker.internal:7080")},
+		{"flow style", edit(t, "listen:\n  grpc: 127.0.0.1:7443\n  http: 127.0.0.1:7080\n", "listen: {grpc: \"[::1]:7443\", http: \"[::1]:7080\"}\n")},
+		{"group of 256", edit(t, "groups: [a]", "groups: ["+long(256)+"]")},
+		{"same tenant granted twice", edit(t, "      - tenant: tn-b\n        groups: [\"*\"]", "      - tenant: tn-a\n        groups: [\"*\"]")},
+	}
+	dir := keyDir(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := config.Parse([]byte(tc.doc), dir); err != nil {
+				t.Errorf("Parse: %v", err)
+			}
+		})
+	}
+}
+
+// Every problem in a config is reported at once, one per line.
+func TestParseManyProblems(t *testing.T) {
+	doc := edit(t,
+		"  skew: 10s\n", "  skew: 10 seconds\n  refresh_fraction: 0.2\n", // 2 problems
+		"timeout: 10s\n", "timeout: 10s\n      tokn_url: x\n",
+		"uid_mode: omit", "uid_mode: sometimes",
+		"key_file: ./k.pem", "key_file: missing.pem",
+		"name: reports", "name: payments-api",
+		"      - tenant: tn-b\n        groups: [a]", "      - tenant: tn-zz\n        groups: [a, \"a b\", \"x,y\", a:*:b]", // 4 problems
+	)
+	doc += "tls: {cert_file: x}\n"
+	got := problems(t, doc, keyDir(t))
+	want := []string{
+		"cache.skew",
+		"cache.refresh_fraction",
+		"tenants[0].upstream.tokn_url",
+		"tenants[0].uid_mode",
+		"tenants[1].key_file",
+		"callers[1].name",
+		"callers[1].allow[0].tenant",
+		"callers[1].allow[0].groups[1]",
+		"callers[1].allow[0].groups[2]",
+		"callers[1].allow[0].groups[3]",
+		"tls",
+	}
+	var paths []string
+	for _, p := range got {
+		paths = append(paths, p.Path)
+	}
+	// Problems come in document order.
+	if !slices.Equal(paths, want) {
+		t.Errorf("paths = %q\nwant %q", paths, want)
+	}
+	msg := (&config.Error{Problems: got}).Error()
+	lines := strings.Split(msg, "\n")
+	if got, want := len(lines), len(want); got != want {
+		t.Errorf("Error() has %d lines, want %d:\n%s", got, want, msg)
+	}
+	for i, l := range lines {
+		if i < len(want) && !strings.HasPrefix(l, want[i]+": ") {
+			t.Errorf("line %d = %q, want it to start with %q", i, l, want[i]+": ")
+		}
+	}
+}
+
+// An empty config lacks tenants and callers, and nothing else.
+func TestParseEmpty(t *testing.T) {
+	for _, doc := range []string{"", "\n", "# nothing yet\n", "---\n", "~\n", "{}\n", "tenants: []\ncallers: []\n", "tenants:\ncallers:\n"} {
+		t.Run(fmt.Sprintf("%q", doc), func(t *testing.T) {
+			got := problems(t, doc, t.TempDir())
+			want := []config.Problem{
+				{Path: "tenants", Msg: "at least one tenant is required"},
+				{Path: "callers", Msg: "at least one caller is required"},
+			}
+			if strings.HasPrefix(doc, "tenants") { // the fields are present
+				want[0].Line, want[1].Line = 1, 2
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("problems = %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestListenGRPC(t *testing.T) {
+	const refused = "must be a loopback address (127.0.0.1, [::1] or localhost)"
+	tests := []struct {
+		addr string
+		want string // a part of the message; "" when accepted
+	}{
+		{"127.0.0.1:7443", ""},
+		{"127.0.0.2:7443", ""},
+		{"[::1]:7443", ""},
+		{"localhost:7443", ""},
+		{"LOCALHOST:7443", ""},
+		{"0.0.0.0:7443", refused},
+		{":7443", refused},
+		{"[::]:7443", refused},
+		{"10.1.2.3:7443", refused},
+		{"broker.internal:7443", refused},
+		{"localhost.example:7443", refused},
+		{"::1:7443", "must be host:port"},
+	}
+	dir := keyDir(t)
+	for _, tc := range tests {
+		t.Run(tc.addr, func(t *testing.T) {
+			doc := edit(t, "grpc: 127.0.0.1:7443", fmt.Sprintf("grpc: %q", tc.addr))
+			if tc.want == "" {
+				cfg, err := config.Parse([]byte(doc), dir)
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if got, want := cfg.Listen.GRPC, tc.addr; got != want {
+					t.Errorf("Listen.GRPC = %q, want %q", got, want)
+				}
+				return
+			}
+			got := problems(t, doc, dir)
+			if len(got) != 1 || got[0].Path != "listen.grpc" || !strings.Contains(got[0].Msg, tc.want) {
+				t.Fatalf("problems = %+v, want one at listen.grpc containing %q", got, tc.want)
+			}
+			if tc.want == refused && !strings.Contains(got[0].Msg, "TLS is not supported yet") {
+				t.Errorf("Msg = %q, want it to say TLS is not supported yet", got[0].Msg)
+			}
+		})
+	}
+}
+
+func TestTokenURL(t *testing.T) {
+	tests := []struct {
+		url  string
+		want string // a part of the message; "" when accepted
+	}{
+		{"https://sandbox.example/passport/v1/oauth2/token", ""},
+		{"https://sandbox.example:8443/token?tenant=x", ""},
+		{"HTTPS://sandbox.example/token", ""},
+		{"http://127.0.0.1:9/x", ""},
+		{"http://[::1]:9/x", ""},
+		{"http://localhost:9/x", ""},
+		{"http://example.com", "http is allowed only on loopback"},
+		{"http://127.0.0.1.example/x", "http is allowed only on loopback"},
+		{"/passport/v1/oauth2/token", "must be an absolute URL"},
+		{"sandbox.example/token", "must be an absolute URL"},
+		{"https:///token", "must be an absolute URL"},
+		{"https:sandbox.example", "must be an absolute URL"},
+		{"ftp://sandbox.example/token", `got scheme "ftp"`},
+		{"https://user:hunter2@sandbox.example/token", "must not contain a user name or password"},
+		{"https://sandbox.example/token#frag", "must not have a fragment"},
+		{"https://sandbox.example/token#", "must not have a fragment"},
+		{"https://sandbox example/token", "invalid URL"},
+		{"https://sandbox.example:x/token", "invalid URL"},
+	}
+	dir := keyDir(t)
+	for _, tc := range tests {
+		t.Run(tc.url, func(t *testing.T) {
+			doc := edit(t, "token_url: https://sandbox.example/token", fmt.Sprintf("token_url: %q", tc.url))
+			cfg, err := config.Parse([]byte(doc), dir)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if got, want := cfg.Tenants[0].Upstream.TokenURL.String(), strings.Replace(tc.url, "HTTPS", "https", 1); got != want {
+					t.Errorf("TokenURL = %q, want %q", got, want)
+				}
+				return
+			}
+			got := problems(t, doc, dir)
+			if len(got) != 1 || got[0].Path != "tenants[0].upstream.token_url" || !strings.Contains(got[0].Msg, tc.want) {
+				t.Errorf("problems = %+v, want one at tenants[0].upstream.token_url containing %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestGroups(t *testing.T) {
+	tests := []struct {
+		group string
+		want  string // a part of the message; "" when accepted
+	}{
+		{"a:*", ""},
+		{"*", ""},
+		{"pismo-v1:accounts:*", ""},
+		{"pismo-v1:cards:r", ""},
+		{"https://www.googleapis.com/auth/cloud-platform", ""},
+		{"a*", `"*" only as the whole last`},
+		{"a:*:b", `"*" only as the whole last`},
+		{"*:a", `"*" only as the whole last`},
+		{"a:**", `"*" only as the whole last`},
+		{"a:b*", `"*" only as the whole last`},
+		{"a b", "must not contain spaces"},
+		{"a,b", "must not contain commas"},
+		{"a\tb", "printable ASCII"},
+		{"é", "printable ASCII"},
+		{"", "must be 1-256 characters"},
+		{strings.Repeat("g", 257), "must be 1-256 characters"},
+	}
+	dir := keyDir(t)
+	for _, tc := range tests {
+		t.Run(tc.group, func(t *testing.T) {
+			doc := edit(t, "groups: [a]", fmt.Sprintf("groups: [%q]", tc.group))
+			cfg, err := config.Parse([]byte(doc), dir)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if got, want := cfg.Callers[1].Allow[0].Groups, []string{tc.group}; !slices.Equal(got, want) {
+					t.Errorf("Groups = %q, want %q", got, want)
+				}
+				return
+			}
+			got := problems(t, doc, dir)
+			if len(got) != 1 || got[0].Path != "callers[1].allow[0].groups[0]" || !strings.Contains(got[0].Msg, tc.want) {
+				t.Errorf("problems = %+v, want one at callers[1].allow[0].groups[0] containing %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// No secret a config might hold by mistake reaches a message.
+func TestNoSecretsInMessages(t *testing.T) {
+	const key = "tb_live_0123456789abcdefSECRET"
+	const password = "hunter2hunter2"
+	for _, tc := range []struct{ name, doc string }{
+		{"key instead of its hash", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", key)},
+		{"key of hash length", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", key+strings.Repeat("z", 64-len(key)))},
+		{"key in a list", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "["+key+"]")},
+		{"password in token_url", edit(t, "token_url: https://sandbox.example/token", "token_url: https://u:"+password+"@sandbox.example/token")},
+		{"password in a broken token_url", edit(t, "token_url: https://sandbox.example/token", "token_url: https://u:"+password+"@sandbox example/token")},
+		{"password in a plain http token_url", edit(t, "token_url: https://sandbox.example/token", "token_url: http://u:"+password+"@sandbox.example/token")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.doc), keyDir(t))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			if msg := err.Error(); strings.Contains(msg, key[:12]) || strings.Contains(msg, password) {
+				t.Errorf("error %q holds the secret", msg)
+			}
+		})
+	}
+}
+
+func TestKeyFileUnreadable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads any file")
+	}
+	dir := keyDir(t)
+	if err := os.Chmod(filepath.Join(dir, "k.pem"), 0); err != nil {
+		t.Fatal(err)
+	}
+	got := problems(t, base, dir)
+	if len(got) != 2 || got[0].Path != "tenants[0].key_file" || !strings.Contains(got[0].Msg, "permission denied") {
+		t.Errorf("problems = %+v, want tenants[0] and [1].key_file: ... permission denied", got)
+	}
+}
+
+// Aliases let a small document name a huge tree: Parse gives up with a
+// problem instead of walking it.
+func TestParseAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 12; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	b.WriteString("tenants: *a11\n")
+	got := problems(t, b.String(), t.TempDir())
+	// a0..a11 are unknown, tenants[0..9] are lists, callers are missing.
+	if n := len(got); n != 12+10+1 {
+		t.Errorf("%d problems, want 23:\n%s", n, &config.Error{Problems: got})
+	}
+
+	// Groups may alias one list many times; the walk stops at the budget.
+	b.Reset()
+	b.WriteString("g: &g [" + strings.Repeat("a, ", 399) + "a]\nc: &c {tenant: t, groups: *g}\nx: &x [" + strings.Repeat("*c, ", 399) + "*c]\ncallers:\n")
+	for range 200 {
+		b.WriteString("  - {name: c, allow: *x}\n")
+	}
+	got = problems(t, b.String(), t.TempDir())
+	if !slices.ContainsFunc(got, func(p config.Problem) bool { return strings.Contains(p.Msg, "too many nodes or aliases") }) {
+		t.Errorf("problems = %d, want one saying the document has too many nodes", len(got))
+	}
+	if n := len(got); n > 10 {
+		t.Errorf("%d problems, want a few:\n%s", n, &config.Error{Problems: got})
+	}
+}
+
+func TestProblemString(t *testing.T) {
+	for _, tc := range []struct {
+		p    config.Problem
+		want string
+	}{
+		{config.Problem{Path: "tenants[0].upstream.token_url", Line: 12, Msg: "must be an absolute URL"}, "tenants[0].upstream.token_url: must be an absolute URL (line 12)"},
+		{config.Problem{Path: "tenants", Msg: "at least one tenant is required"}, "tenants: at least one tenant is required"},
+		{config.Problem{Line: 3, Msg: "invalid YAML: x"}, "invalid YAML: x (line 3)"},
+	} {
+		if got := tc.p.String(); got != tc.want {
+			t.Errorf("String() = %q, want %q", got, tc.want)
+		}
+	}
+	e := &config.Error{Problems: []config.Problem{{Path: "a", Msg: "x"}, {Path: "b", Line: 2, Msg: "y"}}}
+	if got, want := e.Error(), "a: x\nb: y (line 2)"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	var err error = e
+	if ce := (*config.Error)(nil); !errors.As(fmt.Errorf("wrapped: %w", err), &ce) || ce != e {
+		t.Errorf("errors.As through a wrap failed")
+	}
+}
