@@ -1,0 +1,109 @@
+package keystore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"runtime"
+	"strings"
+)
+
+// maxKeyFileBytes caps what LoadFile reads: a 4096-bit PEM key is about 3 KiB.
+const maxKeyFileBytes = 1 << 20
+
+// LoadFile reads and parses a private key file (see [Parse]).
+//
+// It refuses a file that group or others may access (mode&0o077 != 0) before
+// reading it, saying how to fix that, and a file larger than 1 MiB. Its errors
+// name the path and never contain key bytes.
+func LoadFile(path string) (*Key, error) {
+	fi, err := os.Stat(path) // follows symlinks, as Kubernetes secret volumes need
+	if err != nil {
+		return nil, fmt.Errorf("keystore: key file: %w", err)
+	}
+	if err := checkKeyFile(path, fi); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: key file: %w", err)
+	}
+	defer f.Close()
+	// Check again what was opened, in case the file changed since Stat.
+	if fi, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("keystore: key file: %w", err)
+	}
+	if err := checkKeyFile(path, fi); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
+	}
+	defer clear(data) // best effort: the parsed key lives on regardless
+	if len(data) > maxKeyFileBytes {
+		return nil, fmt.Errorf("keystore: key file %s is larger than 1 MiB; it is not a key file", path)
+	}
+	k, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// checkKeyFile refuses anything but a regular file that only its owner may
+// access.
+func checkKeyFile(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("keystore: key file %s is not a regular file (mode %s)", path, fi.Mode())
+	}
+	perm := fi.Mode().Perm()
+	if perm&0o077 == 0 || runtime.GOOS == "windows" { // Windows has no such mode bits
+		return nil
+	}
+	how := "readable"
+	if perm&0o044 == 0 {
+		how = "accessible"
+	}
+	return fmt.Errorf("keystore: key file %s is %s by group or others (mode %04o); run: chmod 600 %s",
+		path, how, perm, shellQuote(path))
+}
+
+// shellQuote quotes path for a shell command line, if it needs it.
+func shellQuote(path string) string {
+	if path != "" && strings.Trim(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-+=:@,") == "" {
+		return path
+	}
+	return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
+}
+
+// WriteFileExclusive creates path with data and exactly the permissions perm
+// (whatever the umask). It never overwrites: if path exists, even as a
+// dangling symlink, it returns an error that wraps [fs.ErrExist] and says so.
+// On failure it removes the file it created.
+func WriteFileExclusive(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm.Perm())
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("keystore: refusing to overwrite %s: %w", path, fs.ErrExist)
+	}
+	if err != nil {
+		return fmt.Errorf("keystore: %w", err)
+	}
+	err = f.Chmod(perm.Perm()) // the umask may have taken bits away
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("keystore: write %s: %w", path, err)
+	}
+	return nil
+}
