@@ -1,0 +1,68 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
+)
+
+// statusOf is the one place errors become gRPC statuses. The message is
+// built only from values known to be safe (reasons, sanitised OAuth codes,
+// what the caller itself sent); the full cause goes to the call's log line.
+func (s *service) statusOf(ctx context.Context, err error) error {
+	code, msg := classify(err)
+	if detail := cause(err); detail != "" {
+		logging.AddFields(ctx, logging.Fields{"cause", detail})
+	}
+	if code == codes.Internal {
+		s.log.ErrorContext(ctx, "internal error", slog.String("error", err.Error()), slog.String("cause", cause(err)))
+	}
+	return status.Error(code, msg)
+}
+
+func classify(err error) (codes.Code, string) {
+	var denied *policy.DeniedError
+	var xe *broker.ExchangeError
+	switch {
+	case errors.As(err, &denied):
+		return codes.PermissionDenied, denied.Error()
+	case errors.Is(err, broker.ErrUnknownTenant):
+		// Same words as a policy denial: an unknown tenant looks like a
+		// forbidden one.
+		return codes.PermissionDenied, "the caller may not have this tenant"
+	case errors.Is(err, broker.ErrTTLUnattainable):
+		return codes.FailedPrecondition, "min_ttl is longer than the upstream's token lifetime allows; ask for less"
+	case errors.As(err, &xe):
+		switch xe.Reason {
+		case broker.ReasonRefused:
+			return codes.FailedPrecondition, xe.Error() + ": the upstream refused the broker's credentials; this is a configuration problem, not retryable"
+		case broker.ReasonUnavailable, broker.ReasonTimeout, broker.ReasonBadResponse:
+			return codes.Unavailable, xe.Error() + ": retry later"
+		default:
+			return codes.Internal, fmt.Sprintf("upstream %s: %s: see the broker's log", xe.Upstream, xe.Reason)
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded, "deadline exceeded while waiting for the upstream"
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled, "call cancelled"
+	}
+	return codes.Internal, "internal error"
+}
+
+// cause is the detail behind err for the log: the exchange error's inner
+// cause, which exchangers build without secrets.
+func cause(err error) string {
+	var xe *broker.ExchangeError
+	if errors.As(err, &xe) && xe.Err != nil {
+		return xe.Err.Error()
+	}
+	return ""
+}

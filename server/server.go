@@ -1,0 +1,208 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
+)
+
+// TokenSource is what the service needs of the broker core.
+type TokenSource interface {
+	Token(ctx context.Context, req broker.Request, opt broker.Options) (broker.Token, broker.Status, error)
+}
+
+// Authenticator finds the caller a bearer key belongs to.
+type Authenticator interface {
+	Authenticate(key string) (policy.Identity, bool)
+}
+
+// PublicKeys is what the JWKS endpoint serves; the keystore satisfies it.
+type PublicKeys interface {
+	JWKS() ([]byte, error)
+}
+
+// DefaultShutdownGrace bounds how long in-flight calls may finish on stop.
+const DefaultShutdownGrace = 15 * time.Second
+
+// maxRequestBytes caps a request message: the largest valid
+// GetAccessTokenRequest is about 30 KiB.
+const maxRequestBytes = 64 << 10
+
+// Config is what [New] needs. Tokens and Callers are required.
+type Config struct {
+	Tokens  TokenSource
+	Callers Authenticator
+	// Keys is served at /.well-known/jwks.json; nil serves an empty set.
+	Keys PublicKeys
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registry holds the metrics served at /metrics; nil makes a new one.
+	// The gRPC server metrics are registered on it.
+	Registry *prometheus.Registry
+	// ShutdownGrace defaults to [DefaultShutdownGrace].
+	ShutdownGrace time.Duration
+}
+
+// Server serves the gRPC API and the HTTP endpoints.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	http   *http.Server
+	ready  atomic.Bool
+}
+
+// New wires the gRPC server, its interceptors and the HTTP handlers.
+func New(cfg Config) (*Server, error) {
+	if cfg.Tokens == nil || cfg.Callers == nil {
+		return nil, errors.New("server: Config.Tokens and Config.Callers are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, health: health.NewServer()}
+
+	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	if err := cfg.Registry.Register(grpcMetrics); err != nil {
+		return nil, fmt.Errorf("server: register gRPC metrics: %w", err)
+	}
+	recoverPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		// The panic value stays in the log: it may hold anything.
+		s.log.ErrorContext(ctx, "panic in gRPC handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	// Health checks and reflection need no caller key; everything else does.
+	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName &&
+			c.Service != "grpc.reflection.v1.ServerReflection" &&
+			c.Service != "grpc.reflection.v1alpha.ServerReflection"
+	})
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxRequestBytes),
+		grpc.ChainUnaryInterceptor(
+			recovery.UnaryServerInterceptor(recoverPanic),
+			logging.UnaryServerInterceptor(logger, logOpts...),
+			grpcMetrics.UnaryServerInterceptor(),
+			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(s.authenticate), needsAuth),
+		),
+		grpc.ChainStreamInterceptor(
+			recovery.StreamServerInterceptor(recoverPanic),
+			logging.StreamServerInterceptor(logger, logOpts...),
+			grpcMetrics.StreamServerInterceptor(),
+			selector.StreamServerInterceptor(auth.StreamServerInterceptor(s.authenticate), needsAuth),
+		),
+	)
+	tokenbrokerv1.RegisterTokenBrokerServiceServer(s.grpc, &service{tokens: cfg.Tokens, log: cfg.Logger})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	grpcMetrics.InitializeMetrics(s.grpc)
+	s.health.Shutdown() // NOT_SERVING until Serve runs
+
+	s.http = &http.Server{
+		Handler:           s.httpHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Serve serves gRPC on grpcLis and, when httpLis is not nil, HTTP on httpLis,
+// until ctx is done. Then it stops taking calls, lets in-flight calls finish
+// within the shutdown grace, cuts the rest, and returns nil. It returns an
+// error at once if a listener fails. Plaintext gRPC is refused on any TCP
+// address that is not loopback.
+func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
+	if a, ok := grpcLis.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+		return fmt.Errorf("server: refusing plaintext gRPC on %s: only loopback addresses may serve without TLS", a)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(grpcLis) }()
+	if httpLis != nil {
+		go func() {
+			if err := s.http.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	s.health.Resume()
+	s.ready.Store(true)
+	s.log.InfoContext(ctx, "serving", "grpc", grpcLis.Addr().String(), "http", addrString(httpLis))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.stop()
+	if serveErr != nil {
+		return fmt.Errorf("server: %w", serveErr)
+	}
+	return nil
+}
+
+// stop drains: readiness and health go down first so balancers move away,
+// then in-flight calls get the grace period.
+func (s *Server) stop() {
+	s.ready.Store(false)
+	s.health.Shutdown()
+	grace := s.cfg.ShutdownGrace
+	s.log.Info("shutting down", "grace", grace.String())
+	cut := time.AfterFunc(grace, func() {
+		s.log.Warn("shutdown grace ran out: cutting remaining calls")
+		s.grpc.Stop()
+	})
+	s.grpc.GracefulStop()
+	cut.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.http.Close()
+	}
+	s.log.Info("stopped")
+}
+
+func addrString(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
