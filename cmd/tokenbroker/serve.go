@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tokenbroker/tokenbroker/internal/config"
+	"github.com/tokenbroker/tokenbroker/keystore"
+)
+
+func cmdServe(ctx context.Context, args []string, e *env) int {
+	fs := newFlags("serve", e)
+	path := fs.String("config", "", "the YAML config file (required)")
+	newLogger := logFlags(fs, e, "json")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *path == "" {
+		return e.errorf("serve: --config is required")
+	}
+	log, err := newLogger()
+	if err != nil {
+		return e.errorf("serve: %v", err)
+	}
+	cfg, keys, err := loadAll(*path)
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return 1
+	}
+	srv, err := assemble(cfg, keys, log)
+	if err != nil {
+		return e.errorf("serve: %v", err)
+	}
+	grpcLis, httpLis, err := listen(cfg.Listen.GRPC, cfg.Listen.HTTP)
+	if err != nil {
+		return e.errorf("serve: %v", err)
+	}
+	if err := srv.Serve(ctx, grpcLis, httpLis); err != nil {
+		return e.errorf("serve: %v", err)
+	}
+	return 0
+}
+
+func cmdCheckConfig(_ context.Context, args []string, e *env) int {
+	fs := newFlags("check-config", e)
+	path := fs.String("config", "", "the YAML config file (required)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *path == "" {
+		return e.errorf("check-config: --config is required")
+	}
+	cfg, _, err := loadAll(*path)
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return 1
+	}
+	fmt.Fprintf(e.stdout, "%s: OK (%d tenants, %d callers)\n", *path, len(cfg.Tenants), len(cfg.Callers))
+	return 0
+}
+
+// loadAll reads and validates the config, then loads the keys it names. Its
+// error lists one problem per line, each naming the field.
+func loadAll(path string) (*config.Config, map[string]*keystore.Key, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return nil, nil, fmt.Errorf("%s: %d problem(s):\n%w", path, len(ce.Problems), err)
+		}
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	keys, err := loadKeys(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: keys:\n%w", path, err)
+	}
+	return cfg, keys, nil
+}
