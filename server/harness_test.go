@@ -27,6 +27,7 @@ import (
 	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/emulator"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/internal/upstream"
 	"github.com/tokenbroker/tokenbroker/keystore"
 	"github.com/tokenbroker/tokenbroker/server"
@@ -48,24 +49,6 @@ var tenantKey = sync.OnceValue(func() *keystore.Key {
 	return k
 })
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness is a whole broker over real parts: the emulator behind an
 // httptest server, the Pismo exchanger, the broker core, the policy and the
 // gRPC server on bufconn, with the HTTP endpoints on TCP loopback.
@@ -75,7 +58,7 @@ type harness struct {
 	client   tokenbrokerv1.TokenBrokerServiceClient
 	conn     *grpc.ClientConn
 	httpURL  string
-	logs     *syncBuffer
+	logs     *testkit.Buffer
 	upstream *httptest.Server
 	stop     context.CancelFunc
 	served   chan error
@@ -94,7 +77,7 @@ type harnessOptions struct {
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}, served: make(chan error, 1)}
+	h := &harness{t: t, logs: &testkit.Buffer{}, served: make(chan error, 1)}
 	key := tenantKey()
 
 	emu, err := emulator.New(emulator.Config{})

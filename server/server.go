@@ -131,7 +131,8 @@ func New(cfg Config) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	grpcMetrics.InitializeMetrics(s.grpc)
-	s.health.Shutdown() // NOT_SERVING until Serve runs
+	s.health.SetServingStatus(tokenbrokerv1.TokenBrokerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.Shutdown() // everything NOT_SERVING until Serve runs
 
 	s.http = &http.Server{
 		Handler:           s.httpHandler(),

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/server"
 )
 
@@ -377,9 +378,11 @@ func TestCompareAndEvictOverGRPC(t *testing.T) {
 func TestHealthAndReflectionNeedNoKey(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	ctx := context.Background()
-	resp, err := healthpb.NewHealthClient(h.conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health = %v, %v; want SERVING", resp.GetStatus(), err)
+	for _, svc := range []string{"", tokenbrokerv1.TokenBrokerService_ServiceDesc.ServiceName} {
+		resp, err := healthpb.NewHealthClient(h.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health of %q = %v, %v; want SERVING", svc, resp.GetStatus(), err)
+		}
 	}
 	stream, err := reflectionpb.NewServerReflectionClient(h.conn).ServerReflectionInfo(ctx)
 	if err != nil {
@@ -479,7 +482,7 @@ func TestGracefulShutdownLetsInFlightCallsFinish(t *testing.T) {
 	<-arrived
 	h.stop() // SIGTERM, in effect
 	// New calls are refused while the in-flight one is still running.
-	waitUntil(t, func() bool {
+	testkit.WaitFor(t, func() bool {
 		resp, err := http.Get(h.httpURL + "/readyz")
 		if err != nil {
 			return true // the HTTP listener closes once draining starts
@@ -564,15 +567,4 @@ func TestPlaintextOnlyOnLoopback(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Errorf("Serve on a public address = %v, want a refusal naming loopback", err)
 	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	for range 5000 {
-		if cond() {
-			return
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	t.Fatal("condition not reached")
 }

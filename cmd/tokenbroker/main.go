@@ -1,8 +1,3 @@
-// Command tokenbroker holds private keys and hands out short-lived upstream
-// access tokens to internal services over gRPC.
-//
-// Subcommands: serve, dev, emulate, keygen, hash-key, token, check-config.
-// This package only parses flags and wires the other packages together.
 package main
 
 import (

@@ -14,33 +14,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/keystore"
 )
-
-// syncBuffer collects a command's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // runCmd runs a command to completion in-process.
 func runCmd(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
@@ -54,7 +36,7 @@ func runCmd(t *testing.T, stdin string, args ...string) (code int, stdout, stder
 // line.
 type started struct {
 	lines  chan string
-	stderr *syncBuffer
+	stderr *testkit.Buffer
 	done   chan int
 	cancel context.CancelFunc
 }
@@ -63,7 +45,7 @@ func start(t *testing.T, args ...string) *started {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	s := &started{lines: make(chan string, 100), stderr: &syncBuffer{}, done: make(chan int, 1), cancel: cancel}
+	s := &started{lines: make(chan string, 100), stderr: &testkit.Buffer{}, done: make(chan int, 1), cancel: cancel}
 	go func() {
 		code := run(ctx, args, strings.NewReader(""), pw, s.stderr)
 		pw.Close()
@@ -278,7 +260,7 @@ func TestCommandLineEndToEnd(t *testing.T) {
 
 	srv := start(t, "serve", "--config", cfgPath)
 	var addr string
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, func() bool {
 		m := regexp.MustCompile(`"msg":"serving","grpc":"([^"]+)"`).FindStringSubmatch(srv.stderr.String())
 		if m != nil {
 			addr = m[1]
@@ -328,15 +310,4 @@ func TestCheckConfigReportsEveryProblem(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for range 3000 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition not reached")
 }

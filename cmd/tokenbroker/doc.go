@@ -1,0 +1,7 @@
+// Command tokenbroker holds private keys and hands out short-lived upstream
+// access tokens to internal services over gRPC.
+//
+// Subcommands: serve, dev, emulate, keygen, hash-key, token, check-config;
+// run "tokenbroker help" for their use. This package only parses flags and
+// wires the other packages together: every behaviour lives in them.
+package main
