@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,4 +294,33 @@ func (b *Broker) Len() int {
 		n += len(*b.shards[i].m.Load())
 	}
 	return n
+}
+
+// DropTenant removes every cached token of tenant, for when its key,
+// endpoint or identity changed. Exchanges in flight still complete and are
+// cached: they were started under the old settings a moment ago, and the
+// next compare-and-evict or expiry replaces them.
+func (b *Broker) DropTenant(tenant string) {
+	prefix := string(appendString(nil, tenant))
+	now := b.clock.Now()
+	for i := range b.shards {
+		s := &b.shards[i]
+		held := false
+		for k := range *s.m.Load() {
+			if strings.HasPrefix(k, prefix) {
+				held = true
+				break
+			}
+		}
+		if !held {
+			continue
+		}
+		s.update(now, func(m map[string]Token) {
+			for k := range m {
+				if strings.HasPrefix(k, prefix) {
+					delete(m, k)
+				}
+			}
+		})
+	}
 }

@@ -459,3 +459,27 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not reached")
 }
+
+func TestDropTenant(t *testing.T) {
+	up := &upstream{clock: newFakeClock(), ttl: time.Hour}
+	b := newBroker(t, up)
+	ctx := context.Background()
+	// "tn-a" must not drop "tn-ab": the key prefix is length-framed.
+	for _, r := range []broker.Request{
+		{Tenant: "tn-a", Groups: []string{"g"}}, {Tenant: "tn-a", UID: "1", Groups: []string{"g"}},
+		{Tenant: "tn-ab", Groups: []string{"g"}}, {Tenant: "tn-b", Groups: []string{"g"}},
+	} {
+		if _, _, err := b.Token(ctx, r, broker.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.DropTenant("tn-a")
+	if got := b.Len(); got != 2 {
+		t.Errorf("after DropTenant: %d entries, want 2", got)
+	}
+	for tenant, want := range map[string]broker.Status{"tn-a": broker.StatusMiss, "tn-ab": broker.StatusHit, "tn-b": broker.StatusHit} {
+		if _, st, err := b.Token(ctx, broker.Request{Tenant: tenant, Groups: []string{"g"}}, broker.Options{}); err != nil || st != want {
+			t.Errorf("%s: status %v err %v, want %v", tenant, st, err, want)
+		}
+	}
+}

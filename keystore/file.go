@@ -13,12 +13,27 @@ import (
 // maxKeyFileBytes caps what LoadFile reads: a 4096-bit PEM key is about 3 KiB.
 const maxKeyFileBytes = 1 << 20
 
-// LoadFile reads and parses a private key file (see [Parse]).
-//
-// It refuses a file that group or others may access (mode&0o077 != 0) before
-// reading it, saying how to fix that, and a file larger than 1 MiB. Its errors
-// name the path and never contain key bytes.
+// LoadFile reads and parses a private key file (see [Parse]), with the
+// checks of [ReadPrivateFile]. Its errors name the path and never contain
+// key bytes.
 func LoadFile(path string) (*Key, error) {
+	data, err := ReadPrivateFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(data) // best effort: the parsed key lives on regardless
+	k, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ReadPrivateFile reads a file holding secret material, such as a private key
+// or a TLS server key. It refuses a file that group or others may access
+// (mode&0o077 != 0) before reading it, saying how to fix that, anything but
+// a regular file, and a file larger than 1 MiB.
+func ReadPrivateFile(path string) ([]byte, error) {
 	fi, err := os.Stat(path) // follows symlinks, as Kubernetes secret volumes need
 	if err != nil {
 		return nil, fmt.Errorf("keystore: key file: %w", err)
@@ -42,15 +57,11 @@ func LoadFile(path string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
 	}
-	defer clear(data) // best effort: the parsed key lives on regardless
 	if len(data) > maxKeyFileBytes {
+		clear(data)
 		return nil, fmt.Errorf("keystore: key file %s is larger than 1 MiB; it is not a key file", path)
 	}
-	k, err := parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
-	}
-	return k, nil
+	return data, nil
 }
 
 // checkKeyFile refuses anything but a regular file that only its owner may
