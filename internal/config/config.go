@@ -17,23 +17,69 @@ type Config struct {
 	Listen Listen
 	// ShutdownGrace is how long in-flight calls may finish after SIGTERM.
 	ShutdownGrace time.Duration
+	// TLS serves gRPC over TLS, and with a client CA names callers by their
+	// certificates; nil serves plaintext, on loopback only.
+	TLS *TLS
+	// Audit is where each decision is written; nil writes no audit trail.
+	Audit *Audit
+	// RateLimit is the default rate limit of every caller that sets none of
+	// its own; nil leaves those callers unlimited.
+	RateLimit *RateLimit
 	// Cache tunes the token cache.
 	Cache Cache
 	// Tenants are the upstream identities the broker holds keys for; at
 	// least one, with unique ids.
 	Tenants []Tenant
 	// Callers are the client services and what they may ask for; at least
-	// one, with unique names and key hashes.
+	// one, with unique names, key hashes and TLS identities.
 	Callers []Caller
 }
 
 // Listen holds validated host:port addresses.
 type Listen struct {
-	// GRPC is the plaintext gRPC address; its host is a loopback IP literal
-	// or "localhost".
+	// GRPC is the gRPC address. Without [Config.TLS] it is plaintext and
+	// its host is a loopback IP literal or "localhost".
 	GRPC string
 	// HTTP serves the JWKS, metrics and health endpoints.
 	HTTP string
+}
+
+// TLS holds the files of the gRPC listener's TLS. Each path is absolute, or
+// resolved against the base directory given to [Parse] like
+// [Tenant.KeyFile], and each file existed and was a regular file when the
+// config was parsed; reading them is the caller's work.
+type TLS struct {
+	// CertFile holds the server's PEM certificate chain.
+	CertFile string
+	// KeyFile holds the server certificate's private key.
+	KeyFile string
+	// ClientCAFile holds the PEM certificates of the CAs that issue caller
+	// certificates; set, callers present certificates (mTLS) and a caller
+	// may be matched by [Caller.TLSIdentity]. "" when absent.
+	ClientCAFile string
+}
+
+// Audit says where the audit trail goes and what happens when it cannot be
+// written.
+type Audit struct {
+	// File is the trail's path, resolved like [Tenant.KeyFile], or "-" for
+	// standard output. A file need not exist yet; its directory did.
+	File string
+	// FailClosed refuses calls while the trail cannot be written; by
+	// default they are served, and the failure is logged and counted.
+	FailClosed bool
+	// Queue is how many records may wait for the writer: 1-1000000,
+	// 4096 by default.
+	Queue int
+}
+
+// RateLimit is a token bucket: Rate tokens a second, up to Burst at once.
+type RateLimit struct {
+	// Rate is the sustained rate, in calls a second: more than 0, at most
+	// 1000000.
+	Rate float64
+	// Burst is the bucket's size: 1-1000000.
+	Burst int
 }
 
 // Cache tunes the token cache.
@@ -83,16 +129,39 @@ const (
 	UIDTenant UIDMode = "tenant" // uid = the tenant id
 )
 
-// Caller is a client service, known by the SHA-256 of its bearer key.
+// Caller is a client service, known by the SHA-256 of its bearer key, by
+// the identity its certificate names, or by both; at least one of them.
 type Caller struct {
 	// Name identifies the caller in logs and metrics: 1-64 of
 	// [A-Za-z0-9._-], unique.
 	Name string
-	// APIKeySHA256 is the SHA-256 of the caller's bearer key, unique.
+	// APIKeySHA256 is the SHA-256 of the caller's bearer key, unique; the
+	// zero value when HasAPIKey is false.
 	APIKeySHA256 [32]byte
+	// HasAPIKey says the caller has a bearer key: api_key_sha256 was set.
+	HasAPIKey bool
+	// TLSIdentity is the identity the caller's client certificate names:
+	// its URI SAN (a SPIFFE ID such as "spiffe://corp/payments-api") or
+	// else its CN; unique, and "" when the caller is not matched by
+	// certificate. It is set only when [TLS.ClientCAFile] is.
+	TLSIdentity string
+	// Mode says whether the caller's allowlist is enforced or only audited.
+	Mode CallerMode
+	// RateLimit overrides [Config.RateLimit] for this caller; nil when the
+	// caller sets none.
+	RateLimit *RateLimit
 	// Allow lists what the caller may ask for; at least one grant.
 	Allow []Grant
 }
+
+// CallerMode says what happens to a call the caller's allowlist refuses.
+type CallerMode string
+
+// The caller modes.
+const (
+	ModeEnforce CallerMode = "enforce" // refused; the default
+	ModeAudit   CallerMode = "audit"   // served, and audited as would_deny
+)
 
 // Grant lets a caller have tokens of one tenant.
 type Grant struct {
@@ -103,13 +172,24 @@ type Grant struct {
 	Groups []string
 	// AccountTokens lets the caller ask for a token for an account.
 	AccountTokens bool
+	// UIDPattern is a Go regular expression, as written, that the account
+	// id asked for (uid or external_account_id) must match as a whole: it
+	// is meant to be compiled as "^(?:" + UIDPattern + ")$", which Parse
+	// checked. "" when absent: any account id. Set only with AccountTokens.
+	UIDPattern string
+	// CustomClaims are the custom_claims keys the caller may set, each
+	// 1-64 of [A-Za-z0-9_]; none when empty.
+	CustomClaims []string
+	// MaxMinTTL is the largest min_ttl the caller may ask for, at most
+	// 55m; 0 when absent: no limit of the grant's own.
+	MaxMinTTL time.Duration
 }
 
 // maxFileSize caps what Load reads.
 const maxFileSize = 1 << 20
 
 // Load reads the config file at path (at most 1 MiB) and parses it with
-// [Parse], resolving relative key files against the file's directory made
+// [Parse], resolving relative file paths against the file's directory made
 // absolute. Problems in the content come back as an [*Error]; a file that
 // cannot be read gives a plain error.
 func Load(path string) (*Config, error) {
@@ -132,9 +212,10 @@ func Load(path string) (*Config, error) {
 	return Parse(data, dir)
 }
 
-// Parse parses and validates a YAML config. Relative key_file paths are
-// resolved against baseDir (the current directory when it is empty), and
-// every key file must exist and be a regular file.
+// Parse parses and validates a YAML config. Relative file paths (key_file,
+// the tls files, audit.file) are resolved against baseDir (the current
+// directory when it is empty); every key and TLS file must exist and be a
+// regular file, and the audit file's directory must exist.
 //
 // On failure the error is an [*Error] listing every problem found.
 func Parse(data []byte, baseDir string) (*Config, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -57,11 +58,48 @@ callers:
         groups: [a]
 `
 
+// full is base with every optional part of the config added after its
+// last line, so that base's lines keep their numbers: a third caller,
+// matched by certificate, with every caller and grant field (lines 41-51),
+// then tls, audit and rate_limit (lines 52-60). It needs the files of
+// [keyDir].
+const full = base + `  - name: batch
+    tls_identity: spiffe://corp/batch
+    mode: audit
+    rate_limit: {rate: 200, burst: 400}
+    allow:
+      - tenant: tn-a
+        groups: ["pismo-v1:statements:*"]
+        account_tokens: true
+        uid_pattern: "[0-9]{1,12}"
+        custom_claims: [channel, user]
+        max_min_ttl: 30m
+tls:
+  cert_file: server.crt
+  key_file: server.key
+  client_ca_file: ca.crt
+audit:
+  file: audit.jsonl
+  fail_closed: true
+  queue: 100
+rate_limit: {rate: 50, burst: 100}
+`
+
 // edit returns base with each old string replaced by the new one after it;
 // each old string must occur exactly once.
 func edit(t testing.TB, oldNew ...string) string {
 	t.Helper()
-	doc := base
+	return replace(t, base, oldNew...)
+}
+
+// editFull is [edit] for [full].
+func editFull(t testing.TB, oldNew ...string) string {
+	t.Helper()
+	return replace(t, full, oldNew...)
+}
+
+func replace(t testing.TB, doc string, oldNew ...string) string {
+	t.Helper()
 	for i := 0; i+1 < len(oldNew); i += 2 {
 		if n := strings.Count(doc, oldNew[i]); n != 1 {
 			t.Fatalf("edit: %q occurs %d times, want 1", oldNew[i], n)
@@ -71,12 +109,15 @@ func edit(t testing.TB, oldNew ...string) string {
 	return doc
 }
 
-// keyDir returns a temporary directory holding the key file k.pem.
+// keyDir returns a temporary directory holding the key file k.pem and the
+// TLS files server.crt, server.key and ca.crt.
 func keyDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "k.pem"), []byte("not parsed here"), 0o600); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"k.pem", "server.crt", "server.key", "ca.crt"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("not parsed here"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -103,15 +144,30 @@ func TestLoadValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	keyFile, err := filepath.Abs("testdata/keys/tn-example.pem")
+	testdata, err := filepath.Abs("testdata")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := cfg.Listen, (config.Listen{GRPC: "127.0.0.1:7443", HTTP: "127.0.0.1:7080"}); got != want {
+	keyFile := filepath.Join(testdata, "keys", "tn-example.pem")
+	if got, want := cfg.Listen, (config.Listen{GRPC: "0.0.0.0:7443", HTTP: "127.0.0.1:7080"}); got != want {
 		t.Errorf("Listen = %+v, want %+v", got, want)
 	}
 	if got, want := cfg.ShutdownGrace, 20*time.Second; got != want {
 		t.Errorf("ShutdownGrace = %v, want %v", got, want)
+	}
+	wantTLS := config.TLS{
+		CertFile:     filepath.Join(testdata, "tls", "server.crt"),
+		KeyFile:      filepath.Join(testdata, "tls", "server.key"),
+		ClientCAFile: filepath.Join(testdata, "tls", "callers-ca.crt"),
+	}
+	if got, want := cfg.TLS, wantTLS; got == nil || *got != want {
+		t.Errorf("TLS = %+v, want %+v", got, want)
+	}
+	if got, want := cfg.Audit, (config.Audit{File: filepath.Join(testdata, "audit.jsonl"), FailClosed: true, Queue: 1000}); got == nil || *got != want {
+		t.Errorf("Audit = %+v, want %+v", got, want)
+	}
+	if got, want := cfg.RateLimit, (config.RateLimit{Rate: 50, Burst: 100}); got == nil || *got != want {
+		t.Errorf("RateLimit = %+v, want %+v", got, want)
 	}
 	if got, want := cfg.Cache.Skew, 30*time.Second; got != want {
 		t.Errorf("Cache.Skew = %v, want %v", got, want)
@@ -150,34 +206,52 @@ func TestLoadValid(t *testing.T) {
 		t.Errorf("TokenURL.Host = %q, want %q", got, want)
 	}
 
-	if got, want := len(cfg.Callers), 2; got != want {
+	wantCallers := []config.Caller{
+		{
+			Name: "payments-api",
+			// The file spells this hash in upper case.
+			APIKeySHA256: sha256.Sum256([]byte("test")), HasAPIKey: true,
+			TLSIdentity: "spiffe://corp/payments-api",
+			Mode:        config.ModeAudit,
+			RateLimit:   &config.RateLimit{Rate: 200.5, Burst: 400},
+			Allow: []config.Grant{
+				{
+					Tenant: "tn-example", Groups: []string{"pismo-v1:accounts:*", "pismo-v1:cards:r"}, AccountTokens: true,
+					UIDPattern: "[0-9]{1,12}", CustomClaims: []string{"channel", "user"}, MaxMinTTL: 30 * time.Minute,
+				},
+				{Tenant: "tn-defaults", Groups: []string{"*"}},
+			},
+		},
+		// Every optional field left out: the defaults.
+		{
+			Name: "reports.batch_1", APIKeySHA256: sha256.Sum256([]byte("test2")), HasAPIKey: true, Mode: config.ModeEnforce,
+			Allow: []config.Grant{{Tenant: "tn-example", Groups: []string{"pismo-v1:statements:r"}}},
+		},
+		{
+			Name: "settlement", TLSIdentity: "settlement-job", Mode: config.ModeEnforce,
+			Allow: []config.Grant{{Tenant: "tn-example", Groups: []string{"pismo-v1:settlements:r"}}},
+		},
+	}
+	if got, want := len(cfg.Callers), len(wantCallers); got != want {
 		t.Fatalf("%d callers, want %d", got, want)
 	}
-	c := cfg.Callers[0]
-	// The file spells this hash in upper case.
-	if got, want := c.APIKeySHA256, sha256.Sum256([]byte("test")); got != want {
-		t.Errorf("callers[0].APIKeySHA256 = %x, want %x", got, want)
-	}
-	if got, want := cfg.Callers[1].APIKeySHA256, sha256.Sum256([]byte("test2")); got != want {
-		t.Errorf("callers[1].APIKeySHA256 = %x, want %x", got, want)
-	}
-	if got, want := c.Name, "payments-api"; got != want {
-		t.Errorf("callers[0].Name = %q, want %q", got, want)
-	}
-	wantAllow := []config.Grant{
-		{Tenant: "tn-example", Groups: []string{"pismo-v1:accounts:*", "pismo-v1:cards:r"}, AccountTokens: true},
-		{Tenant: "tn-defaults", Groups: []string{"*"}},
-	}
-	if got, want := c.Allow, wantAllow; !slices.EqualFunc(got, want, grantEqual) {
-		t.Errorf("callers[0].Allow = %+v, want %+v", got, want)
-	}
-	if got, want := cfg.Callers[1].Allow, []config.Grant{{Tenant: "tn-example", Groups: []string{"pismo-v1:statements:r"}}}; !slices.EqualFunc(got, want, grantEqual) {
-		t.Errorf("callers[1].Allow = %+v, want %+v", got, want)
+	for i, want := range wantCallers {
+		if got := cfg.Callers[i]; !callerEqual(got, want) {
+			t.Errorf("callers[%d] = %+v\nwant %+v", i, got, want)
+		}
 	}
 }
 
+func callerEqual(a, b config.Caller) bool {
+	return a.Name == b.Name && a.APIKeySHA256 == b.APIKeySHA256 && a.HasAPIKey == b.HasAPIKey &&
+		a.TLSIdentity == b.TLSIdentity && a.Mode == b.Mode &&
+		(a.RateLimit == nil) == (b.RateLimit == nil) && (a.RateLimit == nil || *a.RateLimit == *b.RateLimit) &&
+		slices.EqualFunc(a.Allow, b.Allow, grantEqual)
+}
+
 func grantEqual(a, b config.Grant) bool {
-	return a.Tenant == b.Tenant && slices.Equal(a.Groups, b.Groups) && a.AccountTokens == b.AccountTokens
+	return a.Tenant == b.Tenant && slices.Equal(a.Groups, b.Groups) && a.AccountTokens == b.AccountTokens &&
+		a.UIDPattern == b.UIDPattern && slices.Equal(a.CustomClaims, b.CustomClaims) && a.MaxMinTTL == b.MaxMinTTL
 }
 
 func TestParseDefaults(t *testing.T) {
@@ -200,10 +274,21 @@ callers:
 		t.Fatalf("Parse: %v", err)
 	}
 	tn := cfg.Tenants[0]
+	caller, grant := cfg.Callers[0], cfg.Callers[0].Allow[0]
 	for _, c := range []struct {
 		name      string
 		got, want any
 	}{
+		{"TLS", cfg.TLS, (*config.TLS)(nil)},
+		{"Audit", cfg.Audit, (*config.Audit)(nil)},
+		{"RateLimit", cfg.RateLimit, (*config.RateLimit)(nil)},
+		{"Caller.HasAPIKey", caller.HasAPIKey, true},
+		{"Caller.TLSIdentity", caller.TLSIdentity, ""},
+		{"Caller.Mode", caller.Mode, config.ModeEnforce},
+		{"Caller.RateLimit", caller.RateLimit, (*config.RateLimit)(nil)},
+		{"UIDPattern", grant.UIDPattern, ""},
+		{"CustomClaims", grant.CustomClaims, []string(nil)},
+		{"MaxMinTTL", grant.MaxMinTTL, time.Duration(0)},
 		{"Listen.GRPC", cfg.Listen.GRPC, "127.0.0.1:7443"},
 		{"Listen.HTTP", cfg.Listen.HTTP, "127.0.0.1:7080"},
 		{"ShutdownGrace", cfg.ShutdownGrace, 15 * time.Second},
@@ -212,16 +297,109 @@ callers:
 		{"AssertionLifetime", tn.AssertionLifetime, 5 * time.Minute},
 		{"UIDMode", tn.UIDMode, config.UIDOmit},
 		{"KeyFile", tn.KeyFile, filepath.Join(dir, "k.pem")},
-		{"AccountTokens", cfg.Callers[0].Allow[0].AccountTokens, false},
+		{"AccountTokens", grant.AccountTokens, false},
 	} {
-		if c.got != c.want {
+		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
 	}
 }
 
+// Every optional part of the config, parsed into typed values.
+func TestParseFull(t *testing.T) {
+	dir := keyDir(t)
+	cfg, err := config.Parse([]byte(full), dir)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	wantTLS := config.TLS{
+		CertFile:     filepath.Join(dir, "server.crt"),
+		KeyFile:      filepath.Join(dir, "server.key"),
+		ClientCAFile: filepath.Join(dir, "ca.crt"),
+	}
+	if got, want := cfg.TLS, wantTLS; got == nil || *got != want {
+		t.Errorf("TLS = %+v, want %+v", got, want)
+	}
+	if got, want := cfg.Audit, (config.Audit{File: filepath.Join(dir, "audit.jsonl"), FailClosed: true, Queue: 100}); got == nil || *got != want {
+		t.Errorf("Audit = %+v, want %+v", got, want)
+	}
+	if got, want := cfg.RateLimit, (config.RateLimit{Rate: 50, Burst: 100}); got == nil || *got != want {
+		t.Errorf("RateLimit = %+v, want %+v", got, want)
+	}
+	want := config.Caller{
+		Name: "batch", TLSIdentity: "spiffe://corp/batch", Mode: config.ModeAudit,
+		RateLimit: &config.RateLimit{Rate: 200, Burst: 400},
+		Allow: []config.Grant{{
+			Tenant: "tn-a", Groups: []string{"pismo-v1:statements:*"}, AccountTokens: true,
+			UIDPattern: "[0-9]{1,12}", CustomClaims: []string{"channel", "user"}, MaxMinTTL: 30 * time.Minute,
+		}},
+	}
+	if got := cfg.Callers[2]; !callerEqual(got, want) {
+		t.Errorf("callers[2] = %+v\nwant %+v", got, want)
+	}
+	// The callers of base keep their keys, and the default mode.
+	for i, c := range cfg.Callers[:2] {
+		if !c.HasAPIKey || c.TLSIdentity != "" || c.Mode != config.ModeEnforce || c.RateLimit != nil {
+			t.Errorf("callers[%d] = %+v, want a key, no identity, mode enforce and no rate limit of its own", i, c)
+		}
+	}
+}
+
+// Audit defaults, and where its file goes.
+func TestParseAudit(t *testing.T) {
+	dir := keyDir(t)
+	abs := filepath.Join(t.TempDir(), "trail.jsonl")
+	tests := []struct {
+		name, block string
+		want        config.Audit
+	}{
+		{"defaults", "audit:\n  file: audit.jsonl\n", config.Audit{File: filepath.Join(dir, "audit.jsonl"), Queue: 4096}},
+		{"stdout", "audit: {file: \"-\"}\n", config.Audit{File: "-", Queue: 4096}},
+		{"relative, cleaned", "audit: {file: sub/../audit.jsonl}\n", config.Audit{File: filepath.Join(dir, "audit.jsonl"), Queue: 4096}},
+		{"absolute", "audit: {file: " + abs + "}\n", config.Audit{File: abs, Queue: 4096}},
+		{"fail closed", "audit: {file: a.jsonl, fail_closed: true, queue: 1}\n", config.Audit{File: filepath.Join(dir, "a.jsonl"), FailClosed: true, Queue: 1}},
+		{"fail open", "audit: {file: a.jsonl, fail_closed: false}\n", config.Audit{File: filepath.Join(dir, "a.jsonl"), Queue: 4096}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(base+tc.block), dir)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got, want := cfg.Audit, tc.want; got == nil || *got != want {
+				t.Errorf("Audit = %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
 // A null value, such as an empty section, is the same as an absent one.
 func TestParseNullIsAbsent(t *testing.T) {
+	doc := editFull(t,
+		"tls:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n", "tls:\n",
+		"audit:\n  file: audit.jsonl\n  fail_closed: true\n  queue: 100\n", "audit: ~\n",
+		"rate_limit: {rate: 50, burst: 100}", "rate_limit: null",
+		"    tls_identity: spiffe://corp/batch\n    mode: audit\n    rate_limit: {rate: 200, burst: 400}\n",
+		"    api_key_sha256: 2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881\n    tls_identity: ~\n    mode:\n    rate_limit:\n",
+		"uid_pattern: \"[0-9]{1,12}\"", "uid_pattern: ~",
+		"custom_claims: [channel, user]", "custom_claims: ~",
+		"max_min_ttl: 30m", "max_min_ttl: ~",
+	)
+	cfg, err := config.Parse([]byte(doc), keyDir(t))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if cfg.TLS != nil || cfg.Audit != nil || cfg.RateLimit != nil {
+		t.Errorf("TLS, Audit, RateLimit = %+v, %+v, %+v, want nil", cfg.TLS, cfg.Audit, cfg.RateLimit)
+	}
+	c, g := cfg.Callers[2], cfg.Callers[2].Allow[0]
+	if c.TLSIdentity != "" || c.Mode != config.ModeEnforce || c.RateLimit != nil || g.UIDPattern != "" || g.CustomClaims != nil || g.MaxMinTTL != 0 {
+		t.Errorf("callers[2] = %+v, want the defaults", c)
+	}
+}
+
+// A null section is the same as an absent one.
+func TestParseNullSection(t *testing.T) {
 	doc := edit(t, "shutdown_grace: 15s\ncache:\n  skew: 10s\n", "shutdown_grace: ~\ncache:\n")
 	cfg, err := config.Parse([]byte(doc), keyDir(t))
 	if err != nil {

@@ -21,16 +21,36 @@ import (
 // which takes its default, differs from an empty one, which is an error.
 // Durations stay strings until validation.
 type rawConfig struct {
-	Listen        rawListen   `yaml:"listen"`
-	ShutdownGrace *string     `yaml:"shutdown_grace"`
-	Cache         rawCache    `yaml:"cache"`
-	Tenants       []rawTenant `yaml:"tenants"`
-	Callers       []rawCaller `yaml:"callers"`
+	Listen        rawListen     `yaml:"listen"`
+	ShutdownGrace *string       `yaml:"shutdown_grace"`
+	TLS           *rawTLS       `yaml:"tls"`
+	Audit         *rawAudit     `yaml:"audit"`
+	RateLimit     *rawRateLimit `yaml:"rate_limit"`
+	Cache         rawCache      `yaml:"cache"`
+	Tenants       []rawTenant   `yaml:"tenants"`
+	Callers       []rawCaller   `yaml:"callers"`
 }
 
 type rawListen struct {
 	GRPC *string `yaml:"grpc"`
 	HTTP *string `yaml:"http"`
+}
+
+type rawTLS struct {
+	CertFile     string  `yaml:"cert_file"`
+	KeyFile      string  `yaml:"key_file"`
+	ClientCAFile *string `yaml:"client_ca_file"`
+}
+
+type rawAudit struct {
+	File       string `yaml:"file"`
+	FailClosed bool   `yaml:"fail_closed"`
+	Queue      *int   `yaml:"queue"`
+}
+
+type rawRateLimit struct {
+	Rate  *float64 `yaml:"rate"`
+	Burst *int     `yaml:"burst"`
 }
 
 type rawCache struct {
@@ -55,15 +75,21 @@ type rawUpstream struct {
 }
 
 type rawCaller struct {
-	Name         string     `yaml:"name"`
-	APIKeySHA256 string     `yaml:"api_key_sha256"`
-	Allow        []rawGrant `yaml:"allow"`
+	Name         string        `yaml:"name"`
+	APIKeySHA256 *string       `yaml:"api_key_sha256"`
+	TLSIdentity  *string       `yaml:"tls_identity"`
+	Mode         *string       `yaml:"mode"`
+	RateLimit    *rawRateLimit `yaml:"rate_limit"`
+	Allow        []rawGrant    `yaml:"allow"`
 }
 
 type rawGrant struct {
 	Tenant        string   `yaml:"tenant"`
 	Groups        []string `yaml:"groups"`
 	AccountTokens bool     `yaml:"account_tokens"`
+	UIDPattern    *string  `yaml:"uid_pattern"`
+	CustomClaims  []string `yaml:"custom_claims"`
+	MaxMinTTL     *string  `yaml:"max_min_ttl"`
 }
 
 // parser collects the problems of one Parse: first while decoding the YAML
@@ -234,7 +260,17 @@ func (p *parser) decode(n *yaml.Node, v reflect.Value, path string) {
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(v.Addr().Interface()) != nil {
 			p.wrongType(n, path, "true or false")
 		}
-	default: // numbers, for fields to come
+	case reflect.Int:
+		// Strict: yaml would also take 1.5 into an int, as 1.
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(v.Addr().Interface()) != nil {
+			p.wrongType(n, path, "an integer")
+		}
+	case reflect.Float64:
+		// Strict: a quoted "50" is a string, as for booleans.
+		if tag := n.ShortTag(); n.Kind != yaml.ScalarNode || tag != "!!int" && tag != "!!float" || n.Decode(v.Addr().Interface()) != nil {
+			p.wrongType(n, path, "a number")
+		}
+	default: // for fields to come
 		if n.Kind != yaml.ScalarNode || n.Decode(v.Addr().Interface()) != nil {
 			p.wrongType(n, path, "a "+v.Type().String())
 		}

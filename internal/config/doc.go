@@ -9,7 +9,8 @@
 //	callers[1].allow[0].tenant: unknown tenant "tn-other" (line 31)
 //
 // Unknown fields are refused. The package knows no keys and no network: it
-// checks that each tenant's key file exists and is a regular file, but
-// reading and parsing the key is the keystore's work, and it never dials an
-// upstream. No secret value ever appears in a message.
+// checks that each tenant's key file and each TLS file exists and is a
+// regular file, but reading and parsing them is the keystore's and the
+// server's work, and it never dials an upstream. No secret value ever
+// appears in a message.
 package config

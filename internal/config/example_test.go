@@ -38,7 +38,7 @@ callers:
 	}
 	// Output:
 	// 5 problems:
-	// listen.grpc: must be a loopback address (127.0.0.1, [::1] or localhost), got host "0.0.0.0": gRPC is served in plaintext, which is allowed only on loopback, and TLS is not supported yet (line 3)
+	// listen.grpc: must be a loopback address (127.0.0.1, [::1] or localhost), got host "0.0.0.0": without a tls block gRPC is served in plaintext, which is allowed only on loopback (line 3)
 	// cache.skew: invalid duration "10 seconds": unknown unit " seconds", want a Go duration such as "10s" or "1h30m" (line 5)
 	// cache.refresh_fraction: unknown field (line 6)
 	// tenants[0].upstream.token_url: must be an https URL: http is allowed only on loopback (127.0.0.1, [::1] or localhost) (line 11)

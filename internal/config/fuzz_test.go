@@ -2,10 +2,10 @@ package config_test
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/internal/config"
 )
@@ -14,11 +14,9 @@ import (
 // failure must be an *Error with one problem per line, and every config it
 // accepts must be usable.
 func FuzzParse(f *testing.F) {
-	dir := f.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "k.pem"), []byte("not parsed here"), 0o600); err != nil {
-		f.Fatal(err)
-	}
+	dir := keyDir(f)
 	f.Add([]byte(base))
+	f.Add([]byte(full))
 	f.Add([]byte("callers: [{name: c, allow: [{tenant: t, groups: [\"a:*:b\"]}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := config.Parse(data, dir)
@@ -49,15 +47,41 @@ func FuzzParse(f *testing.F) {
 			}
 			ids[tn.ID] = true
 		}
+		if !rateLimitOK(cfg.RateLimit) {
+			t.Fatalf("accepted an unusable rate limit: %+v", cfg.RateLimit)
+		}
+		if a := cfg.Audit; a != nil && (a.File == "" || a.Queue < 1 || a.Queue > 1_000_000) {
+			t.Fatalf("accepted an unusable audit block: %+v", a)
+		}
+		if tl := cfg.TLS; tl != nil && (tl.CertFile == "" || tl.KeyFile == "") {
+			t.Fatalf("accepted an unusable tls block: %+v", tl)
+		}
+		identities := map[string]bool{}
 		for _, c := range cfg.Callers {
-			if c.Name == "" || len(c.Allow) == 0 {
+			if c.Name == "" || len(c.Allow) == 0 || !c.HasAPIKey && c.TLSIdentity == "" ||
+				c.Mode != config.ModeEnforce && c.Mode != config.ModeAudit || !rateLimitOK(c.RateLimit) {
 				t.Fatalf("accepted an unusable caller: %+v", c)
 			}
+			if c.TLSIdentity != "" {
+				if identities[c.TLSIdentity] || cfg.TLS == nil || cfg.TLS.ClientCAFile == "" {
+					t.Fatalf("accepted a tls_identity that cannot name the caller: %+v", c)
+				}
+				identities[c.TLSIdentity] = true
+			}
 			for _, g := range c.Allow {
-				if !ids[g.Tenant] || len(g.Groups) == 0 {
+				if !ids[g.Tenant] || len(g.Groups) == 0 || g.MaxMinTTL < 0 || g.MaxMinTTL > 55*time.Minute {
 					t.Fatalf("accepted an unusable grant: %+v", g)
+				}
+				if g.UIDPattern != "" {
+					if _, err := regexp.Compile(`^(?:` + g.UIDPattern + `)$`); err != nil || !g.AccountTokens {
+						t.Fatalf("accepted an unusable uid_pattern: %+v (%v)", g, err)
+					}
 				}
 			}
 		}
 	})
+}
+
+func rateLimitOK(rl *config.RateLimit) bool {
+	return rl == nil || rl.Rate > 0 && rl.Rate <= 1e6 && rl.Burst >= 1 && rl.Burst <= 1e6
 }

@@ -37,7 +37,7 @@ func TestParseProblems(t *testing.T) {
 		{"second document", base + "---\nlisten: {}\n", "", 41, "single YAML document"},
 
 		// Unknown fields, at every depth.
-		{"unknown top-level", base + "audit: {file: x}\n", "audit", 41, "unknown field"},
+		{"unknown top-level", base + "metrics: {path: /m}\n", "metrics", 41, "unknown field"},
 		{"unknown later field", edit(t, "  skew: 10s\n", "  skew: 10s\n  refresh_fraction: 0.2\n"), "cache.refresh_fraction", 7, "unknown field"},
 		{"unknown nested", edit(t, "timeout: 10s\n", "timeout: 10s\n      tokn_url: x\n"), "tenants[0].upstream.tokn_url", 13, "unknown field"},
 		{"unknown in list item", edit(t, "account_tokens: true\n", "account_tokens: true\n        groupz: [x]\n"), "callers[0].allow[0].groupz", 34, "unknown field"},
@@ -65,7 +65,8 @@ func TestParseProblems(t *testing.T) {
 		{"no key_file", edit(t, "    key_file: k.pem\n", ""), "tenants[0].key_file", 8, "required"},
 		{"no tenant id", edit(t, "  - id: tn-a\n    upstream:", "  - upstream:", "tenant: tn-a", "tenant: tn-b"), "tenants[0].id", 8, "required"},
 		{"no caller name", edit(t, "  - name: payments-api\n    api_key_sha256", "  - api_key_sha256"), "callers[0].name", 28, "required"},
-		{"no api key hash", edit(t, "    api_key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n", ""), "callers[0].api_key_sha256", 28, "required"},
+		{"no api key hash", edit(t, "    api_key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n", ""), "callers[0]", 28, "needs api_key_sha256 (a bearer key), tls_identity (a client certificate), or both"},
+		{"neither key nor identity", editFull(t, "    tls_identity: spiffe://corp/batch\n", ""), "callers[2]", 41, "needs api_key_sha256 (a bearer key), tls_identity (a client certificate), or both"},
 		{"no allow", edit(t, "    allow:\n      - tenant: tn-b\n        groups: [a]\n", ""), "callers[1].allow", 36, "at least one grant"},
 		{"empty allow", edit(t, "    allow:\n      - tenant: tn-b\n        groups: [a]\n", "    allow: []\n"), "callers[1].allow", 38, "at least one grant"},
 		{"no grant tenant", edit(t, "      - tenant: tn-b\n        groups: [a]\n", "      - groups: [a]\n"), "callers[1].allow[0].tenant", 39, "required"},
@@ -97,12 +98,13 @@ func TestParseProblems(t *testing.T) {
 		{"kind unknown", edit(t, "kind: pismo_oidc\n      token_url: https://sandbox.example/token", "kind: oidc\n      token_url: https://sandbox.example/token"), "tenants[0].upstream.kind", 10, `unknown kind "oidc", want one of pismo_oidc`},
 		{"hash length", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "9f86d0"), "callers[0].api_key_sha256", 29, "must be 64 hex digits"},
 		{"hash not hex", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", long(64)), "callers[0].api_key_sha256", 29, "not a hex digit"},
+		{"empty hash", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", `""`), "callers[0].api_key_sha256", 29, "must be 64 hex digits, the SHA-256 of the caller's key (tokenbroker hash-key prints it); got 0 characters"},
 		{"hash of empty key", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"), "callers[0].api_key_sha256", 29, "empty key"},
 		{"http no port", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1"), "listen.http", 3, `must be host:port, got "127.0.0.1"`},
 		{"http named port", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1:http"), "listen.http", 3, "port must be a number"},
 		{"http port too big", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1:65536"), "listen.http", 3, "port must be a number"},
 		{"http same as grpc", edit(t, "http: 127.0.0.1:7080", "http: 127.0.0.1:7443"), "listen.http", 3, "must differ from listen.grpc"},
-		{"grpc not loopback", edit(t, "grpc: 127.0.0.1:7443", "grpc: 0.0.0.0:7443"), "listen.grpc", 2, "loopback"},
+		{"grpc not loopback", edit(t, "grpc: 127.0.0.1:7443", "grpc: 0.0.0.0:7443"), "listen.grpc", 2, "without a tls block gRPC is served in plaintext, which is allowed only on loopback"},
 		{"token_url relative", edit(t, "token_url: https://sandbox.example/token", "token_url: /token"), "tenants[0].upstream.token_url", 11, "must be an absolute URL"},
 		{"token_url http", edit(t, "token_url: https://sandbox.example/token", "token_url: http://sandbox.example/token"), "tenants[0].upstream.token_url", 11, "http is allowed only on loopback"},
 		{"bad group", edit(t, "groups: [a]", "groups: [a, b*]"), "callers[1].allow[0].groups[1]", 40, `may use "*" only as the whole last`},
@@ -112,6 +114,77 @@ func TestParseProblems(t *testing.T) {
 		{"duplicate caller", edit(t, "name: reports", "name: payments-api"), "callers[1].name", 36, `duplicate caller name "payments-api" (first at callers[0])`},
 		{"duplicate hash", edit(t, "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752", "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"), "callers[1].api_key_sha256", 37, "same key hash as callers[0]"},
 		{"unknown tenant", edit(t, "      - tenant: tn-b\n        groups: [a]", "      - tenant: tn-zz\n        groups: [a]"), "callers[1].allow[0].tenant", 39, `unknown tenant "tn-zz"`},
+		{"duplicate tls_identity", editFull(t, "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752\n", "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752\n    tls_identity: spiffe://corp/batch\n"), "callers[2].tls_identity", 43, "same tls_identity as callers[1]: a certificate must name one caller"},
+
+		// TLS.
+		{"tls not a mapping", base + "tls: server.crt\n", "tls", 41, "must be a mapping, got a string"},
+		{"tls not a mapping, with certificate callers", editFull(t, "tls:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n", "tls: [server.crt]\n"), "tls", 52, "must be a mapping, got a list"},
+		{"tls without cert_file", editFull(t, "  cert_file: server.crt\n", ""), "tls.cert_file", 52, "required"},
+		{"tls without key_file", editFull(t, "  key_file: server.key\n", ""), "tls.key_file", 52, "required"},
+		{"tls cert_file missing", editFull(t, "cert_file: server.crt", "cert_file: nope.crt"), "tls.cert_file", 53, `nope.crt" does not exist`},
+		{"tls key_file a directory", editFull(t, "key_file: server.key", "key_file: ."), "tls.key_file", 54, "is not a regular file"},
+		{"client_ca_file missing", editFull(t, "client_ca_file: ca.crt", "client_ca_file: nope.crt"), "tls.client_ca_file", 55, `nope.crt" does not exist`},
+		{"client_ca_file empty", editFull(t, "client_ca_file: ca.crt", `client_ca_file: ""`), "tls.client_ca_file", 55, "must name a file; leave the field out to serve callers without client certificates"},
+		{"tls unknown field", editFull(t, "  client_ca_file: ca.crt\n", "  client_ca_file: ca.crt\n  min_version: \"1.3\"\n"), "tls.min_version", 56, "unknown field"},
+		{"tls_identity without client_ca_file", editFull(t, "  client_ca_file: ca.crt\n", ""), "callers[2].tls_identity", 42, "needs tls.client_ca_file: without it callers present no certificate to name them"},
+		{"tls_identity without tls", editFull(t, "tls:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n", ""), "callers[2].tls_identity", 42, "needs tls.client_ca_file"},
+		{"tls_identity not as Go prints it", editFull(t, "tls_identity: spiffe://corp/batch", "tls_identity: SPIFFE://corp/batch"), "callers[2].tls_identity", 42, `must be written "spiffe://corp/batch"`},
+
+		// Audit.
+		{"audit not a mapping", editFull(t, "audit:\n  file: audit.jsonl\n  fail_closed: true\n  queue: 100\n", "audit: audit.jsonl\n"), "audit", 56, "must be a mapping, got a string"},
+		{"audit without file", editFull(t, "  file: audit.jsonl\n", ""), "audit.file", 56, `required: a file, or "-" for standard output`},
+		{"audit file empty", editFull(t, "file: audit.jsonl", `file: ""`), "audit.file", 57, "required"},
+		{"audit file a directory", editFull(t, "file: audit.jsonl", "file: ."), "audit.file", 57, "is not a regular file"},
+		{"audit file in a missing directory", editFull(t, "file: audit.jsonl", "file: logs/audit.jsonl"), "audit.file", 57, `logs" does not exist`},
+		{"audit file under a file", editFull(t, "file: audit.jsonl", "file: k.pem/audit.jsonl"), "audit.file", 57, "not a directory"},
+		{"fail_closed not a bool", editFull(t, "fail_closed: true", "fail_closed: 1"), "audit.fail_closed", 58, "must be true or false, got a number"},
+		{"queue zero", editFull(t, "queue: 100", "queue: 0"), "audit.queue", 59, "must be from 1 to 1000000, got 0"},
+		{"queue negative", editFull(t, "queue: 100", "queue: -1"), "audit.queue", 59, "must be from 1 to 1000000, got -1"},
+		{"queue too long", editFull(t, "queue: 100", "queue: 1_000_001"), "audit.queue", 59, "must be from 1 to 1000000, got 1000001"},
+		{"queue fractional", editFull(t, "queue: 100", "queue: 1.5"), "audit.queue", 59, "must be an integer, got a number"},
+		{"queue quoted", editFull(t, "queue: 100", `queue: "100"`), "audit.queue", 59, "must be an integer, got a string"},
+		{"queue beyond int64", editFull(t, "queue: 100", "queue: 18446744073709551615"), "audit.queue", 59, "must be an integer"},
+
+		// Rate limits, the default and a caller's.
+		{"rate_limit not a mapping", editFull(t, "rate_limit: {rate: 50, burst: 100}", "rate_limit: 50"), "rate_limit", 60, "must be a mapping, got a number"},
+		{"rate zero", editFull(t, "{rate: 50, burst: 100}", "{rate: 0, burst: 100}"), "rate_limit.rate", 60, "must be more than 0 and at most 1000000 (calls a second), got 0"},
+		{"rate negative", editFull(t, "{rate: 50, burst: 100}", "{rate: -0.5, burst: 100}"), "rate_limit.rate", 60, "got -0.5"},
+		{"rate too high", editFull(t, "{rate: 50, burst: 100}", "{rate: 1000000.5, burst: 100}"), "rate_limit.rate", 60, "at most 1000000 (calls a second), got 1000000.5"},
+		{"rate NaN", editFull(t, "{rate: 50, burst: 100}", "{rate: .nan, burst: 100}"), "rate_limit.rate", 60, "got NaN"},
+		{"rate infinite", editFull(t, "{rate: 50, burst: 100}", "{rate: .inf, burst: 100}"), "rate_limit.rate", 60, "got +Inf"},
+		{"rate quoted", editFull(t, "{rate: 50, burst: 100}", `{rate: "50", burst: 100}`), "rate_limit.rate", 60, "must be a number, got a string"},
+		{"no rate", editFull(t, "{rate: 50, burst: 100}", "{burst: 100}"), "rate_limit.rate", 60, "required"},
+		{"no burst", editFull(t, "{rate: 50, burst: 100}", "{rate: 50}"), "rate_limit.burst", 60, "required"},
+		{"burst zero", editFull(t, "{rate: 50, burst: 100}", "{rate: 50, burst: 0}"), "rate_limit.burst", 60, "must be from 1 to 1000000, got 0"},
+		{"burst too big", editFull(t, "{rate: 50, burst: 100}", "{rate: 50, burst: 1000001}"), "rate_limit.burst", 60, "must be from 1 to 1000000, got 1000001"},
+		{"burst fractional", editFull(t, "{rate: 50, burst: 100}", "{rate: 50, burst: 1.5}"), "rate_limit.burst", 60, "must be an integer, got a number"},
+		{"rate_limit unknown field", editFull(t, "{rate: 50, burst: 100}", "{rate: 50, burst: 100, per: 1m}"), "rate_limit.per", 60, "unknown field"},
+		{"caller rate zero", editFull(t, "{rate: 200, burst: 400}", "{rate: 0, burst: 400}"), "callers[2].rate_limit.rate", 44, "must be more than 0"},
+		{"caller burst zero", editFull(t, "{rate: 200, burst: 400}", "{rate: 200, burst: 0}"), "callers[2].rate_limit.burst", 44, "must be from 1 to 1000000"},
+		{"caller no burst", editFull(t, "{rate: 200, burst: 400}", "{rate: 200}"), "callers[2].rate_limit.burst", 44, "required"},
+
+		// Caller modes.
+		{"mode unknown", editFull(t, "mode: audit", "mode: dry-run"), "callers[2].mode", 43, `unknown mode "dry-run", want enforce or audit`},
+		{"mode empty", editFull(t, "mode: audit", `mode: ""`), "callers[2].mode", 43, `unknown mode ""`},
+		{"mode upper case", editFull(t, "mode: audit", "mode: AUDIT"), "callers[2].mode", 43, `unknown mode "AUDIT"`},
+
+		// Grants: uid_pattern, custom_claims, max_min_ttl.
+		{"uid_pattern without account_tokens", editFull(t, "account_tokens: true\n        uid_pattern", "uid_pattern"), "callers[2].allow[0].uid_pattern", 48, "needs account_tokens: true"},
+		{"uid_pattern with account_tokens false", editFull(t, "account_tokens: true\n        uid_pattern", "account_tokens: false\n        uid_pattern"), "callers[2].allow[0].uid_pattern", 49, "needs account_tokens: true"},
+		{"uid_pattern empty", editFull(t, `uid_pattern: "[0-9]{1,12}"`, `uid_pattern: ""`), "callers[2].allow[0].uid_pattern", 49, "must not be empty; leave the field out to allow any account id"},
+		{"uid_pattern too long", editFull(t, `uid_pattern: "[0-9]{1,12}"`, "uid_pattern: "+long(1025)), "callers[2].allow[0].uid_pattern", 49, "must be at most 1024 bytes, got 1025"},
+		{"uid_pattern invalid", editFull(t, `uid_pattern: "[0-9]{1,12}"`, `uid_pattern: "[0-9"`), "callers[2].allow[0].uid_pattern", 49, `invalid regular expression: missing closing ] in "[0-9"`},
+		{"uid_pattern escaping its anchors", editFull(t, `uid_pattern: "[0-9]{1,12}"`, `uid_pattern: "1)|(.*"`), "callers[2].allow[0].uid_pattern", 49, "invalid regular expression: unexpected )"},
+		{"uid_pattern repeat count", editFull(t, `uid_pattern: "[0-9]{1,12}"`, `uid_pattern: "[0-9]{1,1001}"`), "callers[2].allow[0].uid_pattern", 49, "invalid repeat count"},
+		{"uid_pattern Perl syntax Go lacks", editFull(t, `uid_pattern: "[0-9]{1,12}"`, `uid_pattern: "(?=1)[0-9]+"`), "callers[2].allow[0].uid_pattern", 49, "invalid or unsupported Perl syntax"},
+		{"uid_pattern not a string", editFull(t, `uid_pattern: "[0-9]{1,12}"`, "uid_pattern: [a]"), "callers[2].allow[0].uid_pattern", 49, "must be a string, got a list"},
+		{"custom claim key chars", editFull(t, "custom_claims: [channel, user]", "custom_claims: [channel, user-id]"), "callers[2].allow[0].custom_claims[1]", 50, `must be 1-64 of A-Z a-z 0-9 _, got "user-id"`},
+		{"custom claim key empty", editFull(t, "custom_claims: [channel, user]", `custom_claims: ["", user]`), "callers[2].allow[0].custom_claims[0]", 50, `must be 1-64 of A-Z a-z 0-9 _, got ""`},
+		{"custom claim key too long", editFull(t, "custom_claims: [channel, user]", "custom_claims: [channel, "+long(65)+"]"), "callers[2].allow[0].custom_claims[1]", 50, "must be 1-64"},
+		{"custom_claims not a list", editFull(t, "custom_claims: [channel, user]", "custom_claims: channel"), "callers[2].allow[0].custom_claims", 50, "must be a list, got a string"},
+		{"max_min_ttl zero", editFull(t, "max_min_ttl: 30m", "max_min_ttl: 0s"), "callers[2].allow[0].max_min_ttl", 51, `must be more than 0s and at most 55m, got "0s"`},
+		{"max_min_ttl too long", editFull(t, "max_min_ttl: 30m", "max_min_ttl: 55m1s"), "callers[2].allow[0].max_min_ttl", 51, "at most 55m"},
+		{"max_min_ttl not a duration", editFull(t, "max_min_ttl: 30m", "max_min_ttl: 30 minutes"), "callers[2].allow[0].max_min_ttl", 51, `invalid duration "30 minutes"`},
 
 		// Key files.
 		{"key file missing", edit(t, "key_file: k.pem\n", "key_file: nope.pem\n"), "tenants[0].key_file", 16, "nope.pem\" does not exist"},
@@ -171,6 +244,27 @@ func TestParseAcceptsLimits(t *testing.T) {
 		{"flow style", edit(t, "listen:\n  grpc: 127.0.0.1:7443\n  http: 127.0.0.1:7080\n", "listen: {grpc: \"[::1]:7443\", http: \"[::1]:7080\"}\n")},
 		{"group of 256", edit(t, "groups: [a]", "groups: ["+long(256)+"]")},
 		{"same tenant granted twice", edit(t, "      - tenant: tn-b\n        groups: [\"*\"]", "      - tenant: tn-a\n        groups: [\"*\"]")},
+		{"every optional part", full},
+		{"queue 1", editFull(t, "queue: 100", "queue: 1")},
+		{"queue 1_000_000", editFull(t, "queue: 100", "queue: 1_000_000")},
+		{"rate 1000000", editFull(t, "{rate: 50, burst: 100}", "{rate: 1e6, burst: 100}")},
+		{"rate fractional", editFull(t, "{rate: 50, burst: 100}", "{rate: 0.001, burst: 100}")},
+		{"burst 1", editFull(t, "{rate: 50, burst: 100}", "{rate: 50, burst: 1}")},
+		{"burst 1000000", editFull(t, "{rate: 50, burst: 100}", "{rate: 50, burst: 1000000}")},
+		{"mode enforce", editFull(t, "mode: audit", "mode: enforce")},
+		{"max_min_ttl 55m", editFull(t, "max_min_ttl: 30m", "max_min_ttl: 55m")},
+		{"max_min_ttl 1s", editFull(t, "max_min_ttl: 30m", "max_min_ttl: 1s")},
+		{"uid_pattern of 1024", editFull(t, `uid_pattern: "[0-9]{1,12}"`, "uid_pattern: "+long(1024))},
+		{"uid_pattern with its own anchors", editFull(t, `uid_pattern: "[0-9]{1,12}"`, `uid_pattern: "^[0-9]+$"`)},
+		{"uid_pattern alternation", editFull(t, `uid_pattern: "[0-9]{1,12}"`, `uid_pattern: "a|b"`)},
+		{"custom claim key of 64", editFull(t, "custom_claims: [channel, user]", "custom_claims: [A_z_09, "+long(64)+"]")},
+		{"no custom claims", editFull(t, "custom_claims: [channel, user]", "custom_claims: []")},
+		{"key and tls_identity", editFull(t, "    tls_identity: spiffe://corp/batch\n", "    tls_identity: spiffe://corp/batch\n    api_key_sha256: 2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881\n")},
+		{"tls without client_ca_file, key callers only", base + "tls: {cert_file: server.crt, key_file: server.key}\n"},
+		{"grpc on all interfaces with tls", editFull(t, "grpc: 127.0.0.1:7443", "grpc: :7443")},
+		{"audit to stdout", editFull(t, "file: audit.jsonl", `file: "-"`)},
+		{"audit file that exists", editFull(t, "file: audit.jsonl", "file: k.pem")},
+		{"audit with a file only", editFull(t, "  fail_closed: true\n  queue: 100\n", "")},
 	}
 	dir := keyDir(t)
 	for _, tc := range tests {
@@ -192,7 +286,7 @@ func TestParseManyProblems(t *testing.T) {
 		"name: reports", "name: payments-api",
 		"      - tenant: tn-b\n        groups: [a]", "      - tenant: tn-zz\n        groups: [a, \"a b\", \"x,y\", a:*:b]", // 4 problems
 	)
-	doc += "tls: {cert_file: x}\n"
+	doc += "metrics: {path: x}\n"
 	got := problems(t, doc, keyDir(t))
 	want := []string{
 		"cache.skew",
@@ -205,7 +299,7 @@ func TestParseManyProblems(t *testing.T) {
 		"callers[1].allow[0].groups[1]",
 		"callers[1].allow[0].groups[2]",
 		"callers[1].allow[0].groups[3]",
-		"tls",
+		"metrics",
 	}
 	var paths []string
 	for _, p := range got {
@@ -246,11 +340,12 @@ func TestParseEmpty(t *testing.T) {
 	}
 }
 
+// Without tls, gRPC is plaintext on loopback only; with it, any address.
 func TestListenGRPC(t *testing.T) {
 	const refused = "must be a loopback address (127.0.0.1, [::1] or localhost)"
 	tests := []struct {
 		addr string
-		want string // a part of the message; "" when accepted
+		want string // a part of the message without tls; "" when accepted
 	}{
 		{"127.0.0.1:7443", ""},
 		{"127.0.0.2:7443", ""},
@@ -267,24 +362,81 @@ func TestListenGRPC(t *testing.T) {
 	}
 	dir := keyDir(t)
 	for _, tc := range tests {
-		t.Run(tc.addr, func(t *testing.T) {
-			doc := edit(t, "grpc: 127.0.0.1:7443", fmt.Sprintf("grpc: %q", tc.addr))
+		for _, withTLS := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/tls=%v", tc.addr, withTLS), func(t *testing.T) {
+				doc, want := edit(t, "grpc: 127.0.0.1:7443", fmt.Sprintf("grpc: %q", tc.addr)), tc.want
+				if withTLS {
+					doc = editFull(t, "grpc: 127.0.0.1:7443", fmt.Sprintf("grpc: %q", tc.addr))
+					if want == refused {
+						want = ""
+					}
+				}
+				if want == "" {
+					cfg, err := config.Parse([]byte(doc), dir)
+					if err != nil {
+						t.Fatalf("Parse: %v", err)
+					}
+					if got, want := cfg.Listen.GRPC, tc.addr; got != want {
+						t.Errorf("Listen.GRPC = %q, want %q", got, want)
+					}
+					return
+				}
+				got := problems(t, doc, dir)
+				if len(got) != 1 || got[0].Path != "listen.grpc" || !strings.Contains(got[0].Msg, want) {
+					t.Fatalf("problems = %+v, want one at listen.grpc containing %q", got, want)
+				}
+				if want == refused && !strings.Contains(got[0].Msg, "without a tls block") {
+					t.Errorf("Msg = %q, want it to say why: there is no tls block", got[0].Msg)
+				}
+			})
+		}
+	}
+}
+
+func TestTLSIdentity(t *testing.T) {
+	const refusedCN = "must be a URI such as spiffe://trust-domain/path, or a certificate CN of 1-256 printable ASCII characters"
+	tests := []struct {
+		identity string
+		want     string // a part of the message; "" when accepted
+	}{
+		{"spiffe://corp/batch", ""},
+		{"spiffe://corp/ns/prod/sa/batch", ""},
+		{"https://batch.corp.example/", ""},
+		{"spiffe://corp/" + strings.Repeat("x", 2048-len("spiffe://corp/")), ""},
+		{"batch-job", ""}, // a CN
+		{"Batch Job, Inc.", ""},
+		{"urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66", ""}, // no "://": taken as written
+		{strings.Repeat("c", 256), ""},
+		{"", refusedCN},
+		{strings.Repeat("c", 257), refusedCN},
+		{"café", refusedCN},
+		{"batch\tjob", refusedCN},
+		{" batch", "must not begin or end with a space"},
+		{"batch ", "must not begin or end with a space"},
+		{"SPIFFE://corp/batch", `must be written "spiffe://corp/batch": certificates are matched by the URI as Go prints it`},
+		{"spiffe://corp/a b", `must be written "spiffe://corp/a%20b"`},
+		{"spiffe:///batch", "must be an absolute URI with a host, such as spiffe://trust-domain/path"},
+		{"://batch", `invalid URI "://batch": missing protocol scheme`},
+		{"spiffe://[::1/x", `invalid URI "spiffe://[::1/x"`},
+		{"spiffe://corp/" + strings.Repeat("x", 2048), "must be at most 2048 bytes"},
+	}
+	dir := keyDir(t)
+	for _, tc := range tests {
+		t.Run(tc.identity, func(t *testing.T) {
+			doc := editFull(t, "tls_identity: spiffe://corp/batch", fmt.Sprintf("tls_identity: %q", tc.identity))
 			if tc.want == "" {
 				cfg, err := config.Parse([]byte(doc), dir)
 				if err != nil {
 					t.Fatalf("Parse: %v", err)
 				}
-				if got, want := cfg.Listen.GRPC, tc.addr; got != want {
-					t.Errorf("Listen.GRPC = %q, want %q", got, want)
+				if got, want := cfg.Callers[2].TLSIdentity, tc.identity; got != want {
+					t.Errorf("TLSIdentity = %q, want %q", got, want)
 				}
 				return
 			}
 			got := problems(t, doc, dir)
-			if len(got) != 1 || got[0].Path != "listen.grpc" || !strings.Contains(got[0].Msg, tc.want) {
-				t.Fatalf("problems = %+v, want one at listen.grpc containing %q", got, tc.want)
-			}
-			if tc.want == refused && !strings.Contains(got[0].Msg, "TLS is not supported yet") {
-				t.Errorf("Msg = %q, want it to say TLS is not supported yet", got[0].Msg)
+			if len(got) != 1 || got[0].Path != "callers[2].tls_identity" || !strings.Contains(got[0].Msg, tc.want) {
+				t.Errorf("problems = %+v, want one at callers[2].tls_identity containing %q", got, tc.want)
 			}
 		})
 	}

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +36,15 @@ const (
 	maxCallerName        = 64
 	maxClaim             = 1024
 	maxGroup             = 256
+	defaultQueue         = 4096
+	maxQueue             = 1_000_000
+	maxRate              = 1_000_000 // calls a second
+	maxBurst             = 1_000_000
+	maxMaxMinTTL         = 55 * time.Minute // the API's limit on min_ttl
+	maxUIDPattern        = 1024
+	maxClaimKey          = 64
+	maxCN                = 256
+	maxURIIdentity       = 2048 // the SPIFFE ID limit
 )
 
 const kindPismoOIDC = "pismo_oidc"
@@ -46,10 +57,13 @@ var laterKinds = []string{"pismo_oauth2", "private_key_jwt", "client_secret_post
 func (p *parser) validate(r *rawConfig) *Config {
 	c := &Config{
 		Listen: Listen{
-			GRPC: p.addr("listen.grpc", r.Listen.GRPC, defaultGRPC, true),
+			GRPC: p.addr("listen.grpc", r.Listen.GRPC, defaultGRPC, r.TLS == nil),
 			HTTP: p.addr("listen.http", r.Listen.HTTP, defaultHTTP, false),
 		},
 		ShutdownGrace: p.duration("shutdown_grace", r.ShutdownGrace, defaultShutdownGrace, false, maxShutdownGrace),
+		TLS:           p.tls("tls", r.TLS),
+		Audit:         p.audit("audit", r.Audit),
+		RateLimit:     p.rateLimit("rate_limit", r.RateLimit),
 		Cache:         Cache{Skew: p.duration("cache.skew", r.Cache.Skew, defaultSkew, true, maxSkew)},
 	}
 	if c.Listen.GRPC != "" && c.Listen.GRPC == c.Listen.HTTP && !strings.HasSuffix(c.Listen.GRPC, ":0") {
@@ -58,7 +72,9 @@ func (p *parser) validate(r *rawConfig) *Config {
 
 	var tenants map[string]string
 	c.Tenants, tenants = p.tenants(r.Tenants)
-	c.Callers = p.callers(r.Callers, tenants)
+	// A tls block of the wrong type is one problem, not one per caller.
+	clientCA := r.TLS != nil && (r.TLS.ClientCAFile != nil || p.bad["tls"])
+	c.Callers = p.callers(r.Callers, tenants, clientCA)
 	return c
 }
 
@@ -82,30 +98,55 @@ func (p *parser) tenants(raw []rawTenant) ([]Tenant, map[string]string) {
 	return ts, ids
 }
 
-// callers checks the callers; their grants must name known tenants.
-func (p *parser) callers(raw []rawCaller, tenants map[string]string) []Caller {
+// callers checks the callers; their grants must name known tenants, and a
+// caller matched by certificate needs a client CA (tls.client_ca_file).
+func (p *parser) callers(raw []rawCaller, tenants map[string]string, clientCA bool) []Caller {
 	if len(raw) == 0 {
 		p.fail("callers", "at least one caller is required")
 	}
 	var cs []Caller
-	names := map[string]string{}    // name → path of its caller
-	hashes := map[[32]byte]string{} // hash → path of its caller
+	names := map[string]string{}      // name → path of its caller
+	hashes := map[[32]byte]string{}   // hash → path of its caller
+	identities := map[string]string{} // tls_identity → path of its caller
 	for i, rc := range raw {
 		path := fmt.Sprintf("callers[%d]", i)
-		c := Caller{Name: rc.Name}
+		c := Caller{
+			Name:      rc.Name,
+			Mode:      p.mode(path+".mode", rc.Mode),
+			RateLimit: p.rateLimit(path+".rate_limit", rc.RateLimit),
+		}
 		p.name(path+".name", rc.Name, maxCallerName)
 		if first, dup := names[rc.Name]; dup {
 			p.fail(path+".name", "duplicate caller name %s (first at %s)", quote(rc.Name), first)
 		} else if rc.Name != "" {
 			names[rc.Name] = path
 		}
-		if h, ok := p.hash(path+".api_key_sha256", rc.APIKeySHA256); ok {
-			if first, dup := hashes[h]; dup {
-				p.fail(path+".api_key_sha256", "same key hash as %s: each caller needs its own key", first)
-			} else {
-				hashes[h] = path
+		if rc.APIKeySHA256 == nil && rc.TLSIdentity == nil {
+			p.fail(path, "needs api_key_sha256 (a bearer key), tls_identity (a client certificate), or both")
+		}
+		if rc.APIKeySHA256 != nil {
+			if h, ok := p.hash(path+".api_key_sha256", *rc.APIKeySHA256); ok {
+				if first, dup := hashes[h]; dup {
+					p.fail(path+".api_key_sha256", "same key hash as %s: each caller needs its own key", first)
+				} else {
+					hashes[h] = path
+				}
+				c.APIKeySHA256, c.HasAPIKey = h, true
 			}
-			c.APIKeySHA256 = h
+		}
+		if rc.TLSIdentity != nil {
+			id, ipath := *rc.TLSIdentity, path+".tls_identity"
+			if p.tlsIdentity(ipath, id) {
+				if first, dup := identities[id]; dup {
+					p.fail(ipath, "same tls_identity as %s: a certificate must name one caller", first)
+				} else {
+					identities[id] = path
+				}
+				if !clientCA {
+					p.fail(ipath, "needs tls.client_ca_file: without it callers present no certificate to name them")
+				}
+			}
+			c.TLSIdentity = id
 		}
 		if len(rc.Allow) == 0 {
 			p.fail(path+".allow", "at least one grant is required")
@@ -129,7 +170,7 @@ func (p *parser) tenant(path string, r rawTenant) Tenant {
 		Issuer:            r.Issuer,
 		Subject:           r.Subject,
 		Audience:          r.Audience,
-		KeyFile:           p.keyFile(path+".key_file", r.KeyFile),
+		KeyFile:           p.file(path+".key_file", r.KeyFile),
 		AssertionLifetime: p.duration(path+".assertion_lifetime", r.AssertionLifetime, defaultLifetime, false, maxLifetime),
 		UIDMode:           p.uidMode(path+".uid_mode", r.UIDMode),
 	}
@@ -172,7 +213,173 @@ func (p *parser) grant(path string, r rawGrant, tenants map[string]string) Grant
 			p.fail(fmt.Sprintf("%s.groups[%d]", path, k), "%s, got %s", msg, quote(g))
 		}
 	}
-	return Grant(r) // the same fields: a conversion ignores the yaml tags
+	g := Grant{
+		Tenant:        r.Tenant,
+		Groups:        r.Groups,
+		AccountTokens: r.AccountTokens,
+		CustomClaims:  r.CustomClaims,
+		MaxMinTTL:     p.duration(path+".max_min_ttl", r.MaxMinTTL, 0, false, maxMaxMinTTL),
+	}
+	if r.UIDPattern != nil {
+		g.UIDPattern = *r.UIDPattern
+		p.uidPattern(path+".uid_pattern", g.UIDPattern, r.AccountTokens)
+	}
+	for k, key := range r.CustomClaims {
+		p.claimKey(fmt.Sprintf("%s.custom_claims[%d]", path, k), key)
+	}
+	return g
+}
+
+// uidPattern checks a grant's uid_pattern: a Go regular expression that
+// must still compile when anchored at both ends, as the policy uses it.
+func (p *parser) uidPattern(path, s string, accountTokens bool) {
+	switch {
+	case !accountTokens:
+		p.fail(path, "needs account_tokens: true: without it the grant allows no account id to match")
+	case s == "":
+		p.fail(path, "must not be empty; leave the field out to allow any account id")
+	case len(s) > maxUIDPattern:
+		p.fail(path, "must be at most %d bytes, got %d", maxUIDPattern, len(s))
+	default:
+		_, err := regexp.Compile(s)
+		if err == nil {
+			_, err = regexp.Compile(`^(?:` + s + `)$`)
+		}
+		if err != nil {
+			var se *syntax.Error
+			if errors.As(err, &se) {
+				p.fail(path, "invalid regular expression: %s in %s", se.Code, quote(se.Expr))
+			} else {
+				p.fail(path, "invalid regular expression: %v", err)
+			}
+		}
+	}
+}
+
+// claimKey checks a custom claim key: 1-64 of [A-Za-z0-9_].
+func (p *parser) claimKey(path, s string) {
+	ok := s != "" && len(s) <= maxClaimKey
+	for i := 0; ok && i < len(s); i++ {
+		b := s[i]
+		ok = b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_'
+	}
+	if !ok {
+		p.fail(path, "must be 1-%d of A-Z a-z 0-9 _, got %s", maxClaimKey, quote(s))
+	}
+}
+
+// mode checks a caller's mode; absent, the allowlist is enforced.
+func (p *parser) mode(path string, s *string) CallerMode {
+	if s == nil {
+		return ModeEnforce
+	}
+	switch m := CallerMode(*s); m {
+	case ModeEnforce, ModeAudit:
+		return m
+	}
+	p.fail(path, "unknown mode %s, want %s or %s", quote(*s), ModeEnforce, ModeAudit)
+	return ""
+}
+
+// tlsIdentity checks the identity a caller's certificate must name: a URI
+// SAN, such as a SPIFFE ID, or a CN. The server compares it with the
+// certificate's as a string, so a URI must be written as Go prints it.
+func (p *parser) tlsIdentity(path, s string) bool {
+	if strings.Contains(s, "://") {
+		if len(s) > maxURIIdentity {
+			p.fail(path, "must be at most %d bytes, got %d", maxURIIdentity, len(s))
+			return false
+		}
+		u, err := url.Parse(s)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URI, quoted below
+		}
+		switch {
+		case err != nil:
+			p.fail(path, "invalid URI %s: %v", quote(s), err)
+		case u.Scheme == "" || u.Host == "":
+			p.fail(path, "must be an absolute URI with a host, such as spiffe://trust-domain/path, got %s", quote(s))
+		case u.String() != s:
+			p.fail(path, "must be written %s: certificates are matched by the URI as Go prints it", quote(u.String()))
+		default:
+			return true
+		}
+		return false
+	}
+	ok := s != "" && len(s) <= maxCN
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] >= 0x20 && s[i] <= 0x7e
+	}
+	switch {
+	case !ok:
+		p.fail(path, "must be a URI such as spiffe://trust-domain/path, or a certificate CN of 1-%d printable ASCII characters, got %s", maxCN, quote(s))
+	case s[0] == ' ' || s[len(s)-1] == ' ':
+		p.fail(path, "must not begin or end with a space, got %s", quote(s))
+	default:
+		return true
+	}
+	return false
+}
+
+// tls checks the optional tls block.
+func (p *parser) tls(path string, r *rawTLS) *TLS {
+	if r == nil {
+		return nil
+	}
+	t := &TLS{
+		CertFile: p.file(path+".cert_file", r.CertFile),
+		KeyFile:  p.file(path+".key_file", r.KeyFile),
+	}
+	if r.ClientCAFile != nil {
+		if *r.ClientCAFile == "" {
+			p.fail(path+".client_ca_file", "must name a file; leave the field out to serve callers without client certificates")
+		} else {
+			t.ClientCAFile = p.file(path+".client_ca_file", *r.ClientCAFile)
+		}
+	}
+	return t
+}
+
+// audit checks the optional audit block.
+func (p *parser) audit(path string, r *rawAudit) *Audit {
+	if r == nil {
+		return nil
+	}
+	a := &Audit{File: p.auditFile(path+".file", r.File), FailClosed: r.FailClosed, Queue: defaultQueue}
+	if r.Queue != nil {
+		a.Queue = *r.Queue
+		if a.Queue < 1 || a.Queue > maxQueue {
+			p.fail(path+".queue", "must be from 1 to %d, got %d", maxQueue, a.Queue)
+		}
+	}
+	return a
+}
+
+// rateLimit checks a rate_limit block: both fields are required.
+func (p *parser) rateLimit(path string, r *rawRateLimit) *RateLimit {
+	if r == nil {
+		return nil
+	}
+	rl := &RateLimit{}
+	switch {
+	case r.Rate == nil:
+		p.fail(path+".rate", "required")
+	case !(*r.Rate > 0 && *r.Rate <= maxRate): // refuses NaN too
+		p.fail(path+".rate", "must be more than 0 and at most %d (calls a second), got %s",
+			maxRate, strconv.FormatFloat(*r.Rate, 'f', -1, 64))
+	default:
+		rl.Rate = *r.Rate
+	}
+	switch {
+	case r.Burst == nil:
+		p.fail(path+".burst", "required")
+	case *r.Burst < 1 || *r.Burst > maxBurst:
+		p.fail(path+".burst", "must be from 1 to %d, got %d", maxBurst, *r.Burst)
+	default:
+		rl.Burst = *r.Burst
+	}
+	return rl
 }
 
 // groupProblem says what is wrong with a group or group pattern, or "".
@@ -233,8 +440,6 @@ func (p *parser) hash(path, s string) ([32]byte, bool) {
 	var h [32]byte
 	const hint = "must be 64 hex digits, the SHA-256 of the caller's key (tokenbroker hash-key prints it)"
 	switch {
-	case s == "":
-		p.fail(path, "required")
 	case len(s) != hex.EncodedLen(len(h)):
 		p.fail(path, "%s; got %d characters", hint, len(s))
 	default:
@@ -250,7 +455,7 @@ func (p *parser) hash(path, s string) ([32]byte, bool) {
 }
 
 // addr checks a host:port address. With loopbackOnly, the host must be a
-// loopback IP literal or localhost: gRPC is plaintext.
+// loopback IP literal or localhost: gRPC is plaintext without TLS.
 func (p *parser) addr(path string, s *string, def string, loopbackOnly bool) string {
 	if s == nil {
 		return def
@@ -266,7 +471,7 @@ func (p *parser) addr(path string, s *string, def string, loopbackOnly bool) str
 	}
 	if loopbackOnly && !isLoopback(host) {
 		p.fail(path, "must be a loopback address (127.0.0.1, [::1] or localhost), got host %s: "+
-			"gRPC is served in plaintext, which is allowed only on loopback, and TLS is not supported yet", quote(host))
+			"without a tls block gRPC is served in plaintext, which is allowed only on loopback", quote(host))
 		return ""
 	}
 	return *s
@@ -314,18 +519,23 @@ func (p *parser) tokenURL(path, s string) *url.URL {
 	return nil
 }
 
-// keyFile resolves a key file against the base directory and checks that it
-// is a readable regular file; reading the key is the keystore's work.
-func (p *parser) keyFile(path, s string) string {
+// resolve makes a path absolute against the base directory, and clean.
+func (p *parser) resolve(s string) string {
+	if !filepath.IsAbs(s) {
+		s = filepath.Join(p.baseDir, s)
+	}
+	return filepath.Clean(s)
+}
+
+// file resolves a key or certificate file against the base directory and
+// checks that it is a readable regular file; reading it is the keystore's
+// or the server's work.
+func (p *parser) file(path, s string) string {
 	if s == "" {
 		p.fail(path, "required")
 		return ""
 	}
-	f := s
-	if !filepath.IsAbs(f) {
-		f = filepath.Join(p.baseDir, f)
-	}
-	f = filepath.Clean(f)
+	f := p.resolve(s)
 	fi, err := os.Stat(f)
 	if err == nil && !fi.Mode().IsRegular() {
 		p.fail(path, "%s is not a regular file", quote(f))
@@ -399,4 +609,41 @@ func (p *parser) uidMode(path string, s *string) UIDMode {
 	}
 	p.fail(path, "unknown uid_mode %s, want %s or %s", quote(*s), UIDOmit, UIDTenant)
 	return ""
+}
+
+// auditFile resolves the audit trail's path, or keeps "-" for standard
+// output. The trail creates its file, so only the directory must exist; a
+// file already there must be a regular file.
+func (p *parser) auditFile(path, s string) string {
+	switch s {
+	case "":
+		p.fail(path, `required: a file, or "-" for standard output`)
+		return ""
+	case "-":
+		return s
+	}
+	f := p.resolve(s)
+	fi, err := os.Stat(f)
+	if errors.Is(err, fs.ErrNotExist) {
+		dir := filepath.Dir(f)
+		if fi, err = os.Stat(dir); err == nil && !fi.IsDir() {
+			p.fail(path, "%s is not a directory", quote(dir))
+			return f
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			p.fail(path, "directory %s does not exist", quote(dir))
+			return f
+		}
+	} else if err == nil && !fi.Mode().IsRegular() {
+		p.fail(path, "%s is not a regular file", quote(f))
+		return f
+	}
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		p.fail(path, "cannot use %s: %v", quote(f), pe.Err)
+	case err != nil:
+		p.fail(path, "cannot use %s: %v", quote(f), err)
+	}
+	return f
 }
