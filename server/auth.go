@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"net"
+	"strings"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -14,25 +17,62 @@ import (
 
 type callerKey struct{}
 
-// authenticate names the caller from its bearer key. The auth interceptor
-// sends our error text to the client word for word, so it is fixed here.
+// errUnauthenticated is all a refused caller learns; the reason goes to the
+// log and the audit trail. go-grpc-middleware's auth interceptor sends our
+// error text word for word, so it is fixed here.
+var errUnauthenticated = status.Error(codes.Unauthenticated,
+	"unauthenticated: present a caller key (metadata \"authorization: Bearer <key>\") or a client certificate the broker knows")
+
+// authenticate names the caller from its bearer key and its verified client
+// certificate, as the policy's rules say.
 func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
-	key, err := auth.AuthFromMD(ctx, "bearer")
-	if err != nil || key == "" {
-		return nil, status.Error(codes.Unauthenticated, "missing caller credentials: send metadata \"authorization: Bearer <key>\"")
-	}
-	id, ok := s.cfg.Callers.Authenticate(key)
-	if !ok {
-		// The fingerprint lets an operator match the log to a key they
+	var creds policy.Credentials
+	if vals := metadata.ValueFromIncomingContext(ctx, "authorization"); len(vals) > 0 {
+		scheme, key, ok := strings.Cut(vals[0], " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") || key == "" || len(vals) > 1 {
+			return nil, s.refuse(ctx, "authorization metadata is not a single \"Bearer <key>\"")
+		}
+		creds.BearerKey = key
+		// The fingerprint lets an operator match a log line to a key they
 		// hold without the log revealing it.
 		logging.AddFields(ctx, logging.Fields{"key_fp", broker.Fingerprint(key)})
-		return nil, status.Error(codes.Unauthenticated, "unknown caller key")
+		if s.creds == nil && !fromLoopback(ctx) {
+			return nil, s.refuse(ctx, "a bearer key over plaintext from a non-loopback peer")
+		}
+	}
+	identity, err := certIdentity(ctx, s.now())
+	if err != nil {
+		return nil, s.refuse(ctx, err.Error())
+	}
+	creds.TLSIdentity = identity
+	id, err := s.cfg.Callers.Authenticate(creds)
+	if err != nil {
+		return nil, s.refuse(ctx, err.Error())
 	}
 	logging.AddFields(ctx, logging.Fields{"caller", id.Name()})
+	callFrom(ctx).caller = id.Name()
 	return context.WithValue(ctx, callerKey{}, id), nil
+}
+
+// refuse records why a caller was refused and returns the fixed reply.
+func (s *Server) refuse(ctx context.Context, reason string) error {
+	logging.AddFields(ctx, logging.Fields{"auth_failure", reason})
+	callFrom(ctx).reason = "unauthenticated: " + reason
+	return errUnauthenticated
 }
 
 func callerFrom(ctx context.Context) (policy.Identity, bool) {
 	id, ok := ctx.Value(callerKey{}).(policy.Identity)
 	return id, ok
+}
+
+// fromLoopback reports whether the call came over loopback, or over an
+// in-process transport that has no network address.
+func fromLoopback(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	tcp, ok := p.Addr.(*net.TCPAddr)
+	return !ok || tcp.IP.IsLoopback()
 }

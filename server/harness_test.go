@@ -62,6 +62,9 @@ type harness struct {
 	upstream *httptest.Server
 	stop     context.CancelFunc
 	served   chan error
+	addr     string // the gRPC address, when on TCP
+	reg      *prometheus.Registry
+	m        *server.Metrics
 
 	mu      sync.Mutex
 	secrets []string // every token and assertion seen: none may reach the logs
@@ -73,6 +76,10 @@ type harnessOptions struct {
 	tokens  server.TokenSource              // replaces the broker
 	tcp     bool                            // serve gRPC on TCP loopback instead of bufconn
 	logSink io.Writer                       // where logs go instead of the checked buffer (benchmarks)
+	callers []policy.Caller                 // replaces the default callers
+	pki     *testPKI                        // serve TLS (on TCP) with this PKI's server certificate and client CA
+	auditor server.Auditor
+	clock   func() time.Time
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -126,25 +133,24 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 			}
 			tenants[id] = x
 		}
-		metrics, err := server.NewMetrics(reg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens = broker.New(broker.Config{Exchanger: tenants, Metrics: metrics})
+		tokens = broker.New(broker.Config{Exchanger: tenants, Metrics: h.metrics(reg)})
 	}
-	pol, err := policy.New([]policy.Caller{
-		{Name: "full", APIKeySHA256: sha256.Sum256([]byte(keyFull)), Allow: []policy.Grant{
-			{Tenant: tenantA, Groups: []string{"pismo-v1:accounts:*", "pismo-v1:cards:r"}, AccountTokens: true},
-		}},
-		{Name: "reader", APIKeySHA256: sha256.Sum256([]byte(keyReader)), Allow: []policy.Grant{
-			{Tenant: tenantA, Groups: []string{"pismo-v1:cards:r"}},
-		}},
-	})
+	callers := opts.callers
+	if callers == nil {
+		callers = defaultCallers()
+	}
+	pol, err := policy.New(callers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Tokens: tokens, Callers: pol, Keys: keystore.NewSet(key), Logger: log,
-		Registry: reg, ShutdownGrace: opts.grace})
+	metrics := h.metrics(reg)
+	scfg := server.Config{Tokens: tokens, Callers: pol, Keys: keystore.NewSet(key), Logger: log,
+		Registry: reg, ShutdownGrace: opts.grace, Auditor: opts.auditor, Metrics: metrics, Clock: opts.clock}
+	if opts.pki != nil {
+		scfg.TLS, scfg.ClientCAs = opts.pki.serverTLS(), opts.pki.caPool
+		opts.tcp = true
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +163,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 			t.Fatal(err)
 		}
 		dial, target = grpc.EmptyDialOption{}, lis.Addr().String()
+		h.addr = target
 	} else {
 		lis = bufconn.Listen(1 << 20)
 	}
@@ -169,7 +176,11 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	h.stop = stop
 	go func() { h.served <- srv.Serve(ctx, lis, httpLis) }()
 
-	conn, err := grpc.NewClient(target, dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	transport := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if opts.pki != nil {
+		transport = grpc.WithTransportCredentials(opts.pki.clientCreds(nil))
+	}
+	conn, err := grpc.NewClient(target, dial, transport)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +195,29 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		}
 	})
 	return h
+}
+
+// metrics registers the server metrics on reg once per harness.
+func (h *harness) metrics(reg *prometheus.Registry) *server.Metrics {
+	if h.m == nil {
+		m, err := server.NewMetrics(reg)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.m, h.reg = m, reg
+	}
+	return h.m
+}
+
+func defaultCallers() []policy.Caller {
+	return []policy.Caller{
+		{Name: "full", APIKeySHA256: sha256.Sum256([]byte(keyFull)), HasAPIKey: true, Allow: []policy.Grant{
+			{Tenant: tenantA, Groups: []string{"pismo-v1:accounts:*", "pismo-v1:cards:r"}, AccountTokens: true, CustomClaims: []string{"channel"}},
+		}},
+		{Name: "reader", APIKeySHA256: sha256.Sum256([]byte(keyReader)), HasAPIKey: true, Allow: []policy.Grant{
+			{Tenant: tenantA, Groups: []string{"pismo-v1:cards:r"}},
+		}},
+	}
 }
 
 func (h *harness) remember(secret string) {

@@ -21,4 +21,6 @@ func emulatorTenant(id string, key *keystore.Key) emulator.Tenant {
 // nilCallers authenticates nobody.
 type nilCallers struct{}
 
-func (nilCallers) Authenticate(string) (policy.Identity, bool) { return policy.Identity{}, false }
+func (nilCallers) Authenticate(policy.Credentials) (policy.Identity, error) {
+	return policy.Identity{}, policy.ErrNoCredentials
+}

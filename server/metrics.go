@@ -17,6 +17,8 @@ type Metrics struct {
 	exchanges         *prometheus.CounterVec
 	exchangeErrors    *prometheus.CounterVec
 	exchangeSeconds   *prometheus.HistogramVec
+	limited           *prometheus.CounterVec
+	wouldDenies       *prometheus.CounterVec
 }
 
 // NewMetrics registers the broker's collectors on reg.
@@ -42,8 +44,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time taken by upstream token exchanges, signing included, by tenant.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"tenant"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_rate_limited_total",
+			Help: "Calls refused because the caller was over its rate limit, by caller.",
+		}, []string{"caller"}),
+		wouldDenies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_would_deny_total",
+			Help: "Calls of callers in audit mode that were served although enforce mode would deny them, by caller.",
+		}, []string{"caller"}),
 	}
-	for _, c := range []prometheus.Collector{lookups, m.exchanges, m.exchangeErrors, m.exchangeSeconds} {
+	for _, c := range []prometheus.Collector{lookups, m.exchanges, m.exchangeErrors, m.exchangeSeconds, m.limited, m.wouldDenies} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -83,4 +93,16 @@ func errorReason(err error) string {
 		return "unknown_tenant"
 	}
 	return "other"
+}
+
+func (m *Metrics) rateLimited(caller string) {
+	if m != nil {
+		m.limited.WithLabelValues(caller).Inc()
+	}
+}
+
+func (m *Metrics) wouldDeny(caller string) {
+	if m != nil {
+		m.wouldDenies.WithLabelValues(caller).Inc()
+	}
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -35,9 +38,9 @@ type TokenSource interface {
 	Token(ctx context.Context, req broker.Request, opt broker.Options) (broker.Token, broker.Status, error)
 }
 
-// Authenticator finds the caller a bearer key belongs to.
+// Authenticator names the caller that presented creds, or says why none.
 type Authenticator interface {
-	Authenticate(key string) (policy.Identity, bool)
+	Authenticate(creds policy.Credentials) (policy.Identity, error)
 }
 
 // PublicKeys is what the JWKS endpoint serves; the keystore satisfies it.
@@ -65,16 +68,34 @@ type Config struct {
 	Registry *prometheus.Registry
 	// ShutdownGrace defaults to [DefaultShutdownGrace].
 	ShutdownGrace time.Duration
+	// TLS, when set, serves gRPC over TLS (1.2 at least) with its
+	// certificates. Without it gRPC is plaintext, and loopback only.
+	TLS *tls.Config
+	// ClientCAs, with TLS, asks callers for certificates and verifies them
+	// against these CAs once per connection (mTLS). Callers are named by
+	// the certificate's URI SAN, else its CN.
+	ClientCAs *x509.CertPool
+	// Auditor, when set, receives one record per GetAccessToken decision.
+	Auditor Auditor
+	// Metrics receives the server's own counters (rate limiting, audit
+	// mode); nil counts nothing.
+	Metrics *Metrics
+	// Clock defaults to time.Now; it judges certificates and rate limits.
+	Clock func() time.Time
 }
 
 // Server serves the gRPC API and the HTTP endpoints.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
-	ready  atomic.Bool
+	cfg     Config
+	log     *slog.Logger
+	grpc    *grpc.Server
+	health  *health.Server
+	http    *http.Server
+	ready   atomic.Bool
+	creds   credentials.TransportCredentials // nil: plaintext
+	limits  limiters
+	metrics *Metrics
+	now     func() time.Time
 }
 
 // New wires the gRPC server, its interceptors and the HTTP handlers.
@@ -91,7 +112,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, health: health.NewServer()}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.ClientCAs != nil && cfg.TLS == nil {
+		return nil, errors.New("server: client CAs need TLS")
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, health: health.NewServer(), metrics: cfg.Metrics, now: cfg.Clock}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxRequestBytes)}
+	if cfg.TLS != nil {
+		s.creds = newCallerCreds(cfg.TLS, cfg.ClientCAs, cfg.Clock)
+		opts = append(opts, grpc.Creds(s.creds))
+	}
 
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	if err := cfg.Registry.Register(grpcMetrics); err != nil {
@@ -112,13 +144,16 @@ func New(cfg Config) (*Server, error) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
-	s.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(maxRequestBytes),
+	// The audit layer sits outside everything that can refuse a call, so
+	// its record sees how the call ended.
+	s.grpc = grpc.NewServer(append(opts,
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(recoverPanic),
+			s.auditUnary,
 			logging.UnaryServerInterceptor(logger, logOpts...),
 			grpcMetrics.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(s.authenticate), needsAuth),
+			selector.UnaryServerInterceptor(s.rateLimitUnary, needsAuth),
 		),
 		grpc.ChainStreamInterceptor(
 			recovery.StreamServerInterceptor(recoverPanic),
@@ -126,8 +161,8 @@ func New(cfg Config) (*Server, error) {
 			grpcMetrics.StreamServerInterceptor(),
 			selector.StreamServerInterceptor(auth.StreamServerInterceptor(s.authenticate), needsAuth),
 		),
-	)
-	tokenbrokerv1.RegisterTokenBrokerServiceServer(s.grpc, &service{tokens: cfg.Tokens, log: cfg.Logger})
+	)...)
+	tokenbrokerv1.RegisterTokenBrokerServiceServer(s.grpc, &service{tokens: cfg.Tokens, log: cfg.Logger, metrics: cfg.Metrics})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	grpcMetrics.InitializeMetrics(s.grpc)
@@ -149,10 +184,10 @@ func New(cfg Config) (*Server, error) {
 // Serve serves gRPC on grpcLis and, when httpLis is not nil, HTTP on httpLis,
 // until ctx is done. Then it stops taking calls, lets in-flight calls finish
 // within the shutdown grace, cuts the rest, and returns nil. It returns an
-// error at once if a listener fails. Plaintext gRPC is refused on any TCP
-// address that is not loopback.
+// error at once if a listener fails. Without TLS, gRPC is refused on any TCP
+// address that is not loopback: bearer keys never cross a network in clear.
 func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
-	if a, ok := grpcLis.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+	if a, ok := grpcLis.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() && s.creds == nil {
 		return fmt.Errorf("server: refusing plaintext gRPC on %s: only loopback addresses may serve without TLS", a)
 	}
 	errc := make(chan error, 2)

@@ -568,3 +568,15 @@ func TestPlaintextOnlyOnLoopback(t *testing.T) {
 		t.Errorf("Serve on a public address = %v, want a refusal naming loopback", err)
 	}
 }
+
+// scrape returns the broker's /metrics text.
+func scrape(t *testing.T, h *harness) string {
+	t.Helper()
+	resp, err := http.Get(h.httpURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

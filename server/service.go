@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -20,8 +22,9 @@ const DefaultMinTTL = 60 * time.Second
 
 type service struct {
 	tokenbrokerv1.UnimplementedTokenBrokerServiceServer
-	tokens TokenSource
-	log    *slog.Logger
+	tokens  TokenSource
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 var cacheStatus = map[broker.Status]tokenbrokerv1.CacheStatus{
@@ -40,16 +43,35 @@ func (s *service) GetAccessToken(ctx context.Context, req *tokenbrokerv1.GetAcce
 		return nil, err
 	}
 	logging.AddFields(ctx, logging.Fields{"tenant", req.GetTenant(), "groups", req.GetGroups(), "account", accountKind(req)})
-	if err := id.Allow(policy.Request{
-		Tenant:  req.GetTenant(),
-		Account: req.GetUid() != "" || req.GetExternalAccountId() != "",
-		Groups:  req.GetGroups(),
-	}); err != nil {
-		return nil, s.statusOf(ctx, err)
-	}
 	minTTL := DefaultMinTTL
 	if req.GetMinTtl() != nil {
 		minTTL = req.GetMinTtl().AsDuration()
+	}
+	claimKeys := make([]string, 0, len(req.GetCustomClaims()))
+	for k := range req.GetCustomClaims() {
+		claimKeys = append(claimKeys, k)
+	}
+	slices.Sort(claimKeys) // so the first refused key is the same every time
+	if err := id.Allow(policy.Request{
+		Tenant:            req.GetTenant(),
+		UID:               req.GetUid(),
+		ExternalAccountID: req.GetExternalAccountId(),
+		Groups:            req.GetGroups(),
+		CustomClaimKeys:   claimKeys,
+		MinTTL:            minTTL,
+	}); err != nil {
+		var denied *policy.DeniedError
+		if id.Mode() != policy.Audit || !errors.As(err, &denied) {
+			if errors.As(err, &denied) {
+				callFrom(ctx).reason = denied.What
+			}
+			return nil, s.statusOf(ctx, err)
+		}
+		// Audit mode: serve what enforce mode would deny, and say so.
+		c := callFrom(ctx)
+		c.wouldDeny, c.reason = true, denied.What
+		s.metrics.wouldDeny(id.Name())
+		logging.AddFields(ctx, logging.Fields{"would_deny", denied.What})
 	}
 	tok, st, err := s.tokens.Token(ctx, broker.Request{
 		Tenant:            req.GetTenant(),
@@ -61,7 +83,10 @@ func (s *service) GetAccessToken(ctx context.Context, req *tokenbrokerv1.GetAcce
 	if err != nil {
 		return nil, s.statusOf(ctx, err)
 	}
-	logging.AddFields(ctx, logging.Fields{"cache", st.String(), "token_fp", broker.Fingerprint(tok.AccessToken)})
+	fp := broker.Fingerprint(tok.AccessToken)
+	c := callFrom(ctx)
+	c.cache, c.tokenFP = st.String(), fp
+	logging.AddFields(ctx, logging.Fields{"cache", st.String(), "token_fp", fp})
 	return &tokenbrokerv1.GetAccessTokenResponse{
 		AccessToken: tok.AccessToken,
 		TokenType:   tok.TokenType,

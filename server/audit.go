@@ -1,0 +1,92 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+)
+
+// Auditor receives one record per access decision. internal/audit's Sink
+// satisfies it.
+type Auditor interface {
+	Record(ctx context.Context, r audit.Record) error
+}
+
+// call is what the layers of one call learn about it, for its audit record.
+// Only the call's own goroutine touches it.
+type call struct {
+	caller    string
+	reason    string // why the caller was refused, or what audit mode let through
+	wouldDeny bool
+	cache     string
+	tokenFP   string
+}
+
+type callKey struct{}
+
+// callFrom returns the call's record, or a throwaway one outside audited
+// calls, so the layers need not check.
+func callFrom(ctx context.Context) *call {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		return c
+	}
+	return &call{}
+}
+
+// auditTimeout bounds how long a call waits for room in a full audit queue.
+const auditTimeout = 2 * time.Second
+
+// auditUnary writes one audit record for every GetAccessToken call, however
+// it ended, and refuses the call if the auditor cannot take the record
+// (fail-closed mode).
+func (s *Server) auditUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	r, ok := req.(*tokenbrokerv1.GetAccessTokenRequest)
+	if !ok || s.cfg.Auditor == nil {
+		return handler(ctx, req)
+	}
+	c := &call{}
+	ctx = context.WithValue(ctx, callKey{}, c)
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	rec := audit.Record{
+		Time: start, Caller: c.caller, Peer: peerAddr(ctx), Tenant: r.GetTenant(), UID: r.GetUid(),
+		ExternalAccountID: r.GetExternalAccountId(), Groups: r.GetGroups(), Cache: c.cache, TokenFP: c.tokenFP,
+		Latency: time.Since(start),
+	}
+	switch code := status.Code(err); code {
+	case codes.OK:
+		rec.Decision = audit.Allowed
+		if c.wouldDeny {
+			rec.Decision, rec.Reason = audit.WouldDeny, c.reason
+		}
+	case codes.PermissionDenied, codes.Unauthenticated, codes.ResourceExhausted:
+		rec.Decision, rec.Reason = audit.Denied, c.reason
+		if rec.Reason == "" {
+			rec.Reason = status.Convert(err).Message()
+		}
+	default:
+		rec.Decision, rec.Reason = audit.Error, code.String()
+	}
+	// A caller that hangs up must not cost the trail its record.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
+	if aerr := s.cfg.Auditor.Record(actx, rec); aerr != nil {
+		s.log.ErrorContext(ctx, "audit record refused: failing closed", "error", aerr)
+		return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, and the broker hands out no token it cannot record; retry later")
+	}
+	return resp, err
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
