@@ -85,10 +85,11 @@ func cmdDev(ctx context.Context, args []string, e *env) int {
 		Callers: []config.Caller{{
 			Name:         devCaller,
 			APIKeySHA256: sha256.Sum256([]byte(callerKey)),
+			HasAPIKey:    true,
 			Allow:        []config.Grant{{Tenant: devTenant, Groups: []string{"pismo-v1:*"}, AccountTokens: true}},
 		}},
 	}
-	srv, err := assemble(cfg, map[string]*keystore.Key{devTenant: key}, log)
+	a, err := newApp("", cfg, map[string]*keystore.Key{devTenant: key}, log)
 	if err != nil {
 		return e.errorf("dev: %v", err)
 	}
@@ -101,7 +102,7 @@ func cmdDev(ctx context.Context, args []string, e *env) int {
 		return e.errorf("dev: %v", err)
 	}
 	printDevHelp(e, grpcLis.Addr().String(), httpLis.Addr().String(), tokenURL.String(), callerKey, key, log)
-	if err := srv.Serve(ctx, grpcLis, httpLis); err != nil {
+	if err := a.run(ctx, grpcLis, httpLis, nil); err != nil {
 		return e.errorf("dev: %v", err)
 	}
 	return 0

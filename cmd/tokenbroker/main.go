@@ -25,6 +25,7 @@ Usage:
   tokenbroker hash-key [--stdin]          make a caller key and print it with the hash for the config
   tokenbroker token [flags]               ask a broker for a token (the client)
   tokenbroker check-config --config FILE  check a config file and the keys it names
+  tokenbroker audit verify FILE           check an audit trail's hash chain
 
 Run "tokenbroker COMMAND -h" for a command's flags.
 `
@@ -39,6 +40,7 @@ var commands = map[string]func(ctx context.Context, args []string, env *env) int
 	"hash-key":     cmdHashKey,
 	"token":        cmdToken,
 	"check-config": cmdCheckConfig,
+	"audit":        cmdAudit,
 }
 
 // env is the process's standard streams, injected so tests run commands

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/tokenbroker/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/keystore"
@@ -28,7 +31,7 @@ func cmdServe(ctx context.Context, args []string, e *env) int {
 		fmt.Fprintln(e.stderr, err)
 		return 1
 	}
-	srv, err := assemble(cfg, keys, log)
+	a, err := newApp(*path, cfg, keys, log)
 	if err != nil {
 		return e.errorf("serve: %v", err)
 	}
@@ -36,7 +39,10 @@ func cmdServe(ctx context.Context, args []string, e *env) int {
 	if err != nil {
 		return e.errorf("serve: %v", err)
 	}
-	if err := srv.Serve(ctx, grpcLis, httpLis); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := a.run(ctx, grpcLis, httpLis, hup); err != nil {
 		return e.errorf("serve: %v", err)
 	}
 	return 0
@@ -52,6 +58,9 @@ func cmdCheckConfig(_ context.Context, args []string, e *env) int {
 		return e.errorf("check-config: --config is required")
 	}
 	cfg, _, err := loadAll(*path)
+	if err == nil {
+		_, _, err = loadTLS(cfg.TLS)
+	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, err)
 		return 1

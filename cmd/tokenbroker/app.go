@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/config"
+	"github.com/tokenbroker/tokenbroker/internal/upstream"
+	"github.com/tokenbroker/tokenbroker/keystore"
+	"github.com/tokenbroker/tokenbroker/server"
+)
+
+// app is a running broker: its reloadable state, the broker core, the
+// server, the audit sink, and the config file it reloads from.
+type app struct {
+	log    *slog.Logger
+	path   string         // "" when there is no file to reload (dev)
+	cfg    *config.Config // as started: what a reload cannot change
+	client *http.Client
+	live   live
+	broker *broker.Broker
+	server *server.Server
+	audit  *audit.Sink // nil without audit.file
+
+	settle   time.Duration // how long file events must pause before a reload
+	mu       sync.Mutex    // one reload at a time
+	reloads  *prometheus.CounterVec
+	reloaded atomic.Int64 // reload attempts finished, either way; tests wait on it
+}
+
+func newApp(path string, cfg *config.Config, keys map[string]*keystore.Key, log *slog.Logger) (*app, error) {
+	a := &app{log: log, path: path, cfg: cfg, client: upstream.NewHTTPClient(), settle: 100 * time.Millisecond}
+	st, err := buildState(cfg, keys, a.client)
+	if err != nil {
+		return nil, err
+	}
+	a.live.cur.Store(st)
+	logTenants(log, cfg, keys)
+
+	reg := newRegistry()
+	metrics, err := server.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenbroker_config_reloads_total",
+		Help: "Config reloads, by result: success, or failure (the previous config kept serving).",
+	}, []string{"result"})
+	auditErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tokenbroker_audit_errors_total",
+		Help: "Audit sink failures: failed writes and records that could not be queued.",
+	})
+	reg.MustRegister(a.reloads, auditErrors)
+	a.broker = broker.New(broker.Config{Exchanger: &a.live, Skew: cfg.Cache.Skew, Metrics: metrics})
+
+	tlsCfg, clientCAs, err := loadTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	scfg := server.Config{
+		Tokens: a.broker, Callers: &a.live, Keys: &a.live, Logger: log, Registry: reg,
+		ShutdownGrace: cfg.ShutdownGrace, TLS: tlsCfg, ClientCAs: clientCAs, Metrics: metrics,
+	}
+	if cfg.Audit != nil {
+		a.audit, err = audit.Open(audit.Config{
+			Path: cfg.Audit.File, QueueSize: cfg.Audit.Queue, FailClosed: cfg.Audit.FailClosed,
+			OnError: func(err error) {
+				log.Error("audit sink failure", "error", err)
+				auditErrors.Inc()
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("audit.file: %w", err)
+		}
+		scfg.Auditor = a.audit
+	}
+	if a.server, err = server.New(scfg); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// run serves until ctx is done, reloading on SIGHUP (hup) and when the
+// config file changes; then it drains the server and flushes the audit
+// trail.
+func (a *app) run(ctx context.Context, grpcLis, httpLis net.Listener, hup <-chan os.Signal) error {
+	auditDone := make(chan struct{})
+	stopAudit := func() {}
+	if a.audit != nil {
+		actx, cancel := context.WithCancel(context.Background())
+		stopAudit = cancel
+		go func() {
+			defer close(auditDone)
+			if err := a.audit.Run(actx); err != nil {
+				a.log.Error("audit sink stopped", "error", err)
+			}
+		}()
+	} else {
+		close(auditDone)
+	}
+	// The watch is in place before the first call is served, so no change
+	// made after the broker answers can be missed.
+	w := a.startWatch()
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		a.watch(wctx, w, hup)
+	}()
+
+	err := a.server.Serve(ctx, grpcLis, httpLis)
+	stopWatch()
+	<-watched
+	stopAudit() // after the server: calls that finished during the drain are recorded
+	<-auditDone
+	return err
+}
+
+// startWatch watches the config file's directory (editors and Kubernetes
+// ConfigMaps replace files rather than write them); nil when there is no
+// file, or the watch cannot be had, in which case SIGHUP still reloads.
+func (a *app) startWatch() *fsnotify.Watcher {
+	if a.path == "" {
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		if err = w.Add(filepath.Dir(a.path)); err != nil {
+			w.Close()
+		}
+	}
+	if err != nil {
+		a.log.Warn("not watching the config file; SIGHUP still reloads", "error", err)
+		return nil
+	}
+	return w
+}
+
+// watch reloads on SIGHUP and on changes to the config file, until ctx is
+// done; it closes w.
+func (a *app) watch(ctx context.Context, w *fsnotify.Watcher, hup <-chan os.Signal) {
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		defer w.Close()
+		events, errs = w.Events, w.Errors
+	}
+	name := filepath.Base(a.path)
+	var settle <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			a.reload("SIGHUP")
+		case ev := <-events:
+			if base := filepath.Base(ev.Name); base == name || strings.HasPrefix(base, "..") {
+				settle = time.After(a.settle) // let a burst of writes finish
+			}
+		case err := <-errs:
+			a.log.Warn("config file watch", "error", err)
+		case <-settle:
+			settle = nil
+			a.reload("file change")
+		}
+	}
+}
+
+// reload reads, validates and builds the whole new state before swapping it
+// in; a config that fails anywhere is refused whole and the old one keeps
+// serving. Cached tokens of tenants whose identity changed are dropped.
+func (a *app) reload(trigger string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	defer a.reloaded.Add(1)
+	cfg, keys, err := loadAll(a.path)
+	var st *state
+	if err == nil {
+		st, err = buildState(cfg, keys, a.client)
+	}
+	if err != nil {
+		a.reloads.WithLabelValues("failure").Inc()
+		a.log.Error("config reload refused; the previous config keeps serving", "trigger", trigger, "error", err)
+		return err
+	}
+	if fields := restartOnly(a.cfg, cfg); len(fields) > 0 {
+		a.log.Warn("config changes that take effect only on restart were not applied", "fields", fields)
+	}
+	old := a.live.cur.Swap(st)
+	var dropped []string
+	for id, was := range old.tenantIDs {
+		if st.tenantIDs[id] != was {
+			a.broker.DropTenant(id)
+			dropped = append(dropped, id)
+		}
+	}
+	a.reloads.WithLabelValues("success").Inc()
+	a.log.Info("config reloaded", "trigger", trigger, "tenants", len(cfg.Tenants), "callers", len(cfg.Callers), "tokens_dropped_for", dropped)
+	return nil
+}
+
+// restartOnly names the changed settings a reload cannot apply.
+func restartOnly(was, now *config.Config) []string {
+	var fields []string
+	for name, pair := range map[string][2]any{
+		"listen": {was.Listen, now.Listen}, "tls": {was.TLS, now.TLS}, "audit": {was.Audit, now.Audit},
+		"shutdown_grace": {was.ShutdownGrace, now.ShutdownGrace}, "cache": {was.Cache, now.Cache},
+	} {
+		if !reflect.DeepEqual(pair[0], pair[1]) {
+			fields = append(fields, name)
+		}
+	}
+	return fields
+}
