@@ -311,3 +311,66 @@ func TestCheckConfigReportsEveryProblem(t *testing.T) {
 		t.Errorf("exit %d, want 1", code)
 	}
 }
+
+// TestServeWritesAVerifiableAuditTrail: serve with audit.file, make calls,
+// stop, and the trail verifies; change one byte and verify names the line.
+func TestServeWritesAVerifiableAuditTrail(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "tn-cli.pem")
+	if code, _, stderr := runCmd(t, "", "keygen", "--out", keyFile); code != 0 {
+		t.Fatal(stderr)
+	}
+	emu := start(t, "emulate", "--listen", "127.0.0.1:0", "--tenant", "tn-cli", "--issuer", "cli-iss", "--subject", "cli-sub",
+		"--audience", "cli-aud", "--public-key", keyFile+".pub")
+	tokenURL := regexp.MustCompile(`http://\S+`).FindString(emu.waitLine(t, regexp.MustCompile(`^emulating`)))
+	callerKey, _ := newCallerKey()
+	cfgPath := writeConfig(t, dir, tokenURL, keyFile, callerKey)
+	trail := filepath.Join(dir, "audit.jsonl")
+	f, _ := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	fmt.Fprintf(f, "audit:\n  file: %s\n", trail)
+	f.Close()
+
+	srv := start(t, "serve", "--config", cfgPath)
+	var addr string
+	testkit.WaitFor(t, func() bool {
+		m := regexp.MustCompile(`"msg":"serving","grpc":"([^"]+)"`).FindStringSubmatch(srv.stderr.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	var tokens []string
+	for _, group := range []string{"pismo-v1:accounts:rw", "pismo-v1:accounts:rw", "other:group"} {
+		_, stdout, _ := runCmd(t, "", "token", "--addr", addr, "--key", callerKey, "--tenant", "tn-cli", "--groups", group)
+		tokens = append(tokens, strings.TrimSpace(stdout))
+	}
+	srv.cancel()
+	if code := <-srv.done; code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	srv.done <- 0 // for start's cleanup
+
+	data, err := os.ReadFile(trail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), "\n"); n != 3 {
+		t.Errorf("the trail has %d lines for 3 calls:\n%s", n, data)
+	}
+	for _, tok := range tokens {
+		if tok != "" && strings.Contains(string(data), tok) {
+			t.Error("the audit trail contains a token")
+		}
+	}
+	if code, stdout, stderr := runCmd(t, "", "audit", "verify", trail); code != 0 || !strings.Contains(stdout, "OK, 3 lines") {
+		t.Fatalf("audit verify: exit %d %q %q", code, stdout, stderr)
+	}
+	tampered := strings.Replace(string(data), `"decision":"denied"`, `"decision":"allowed"`, 1)
+	if tampered == string(data) {
+		t.Fatalf("no denied record to tamper with:\n%s", data)
+	}
+	os.WriteFile(trail, []byte(tampered), 0o600)
+	if code, stdout, _ := runCmd(t, "", "audit", "verify", trail); code != 1 || !strings.Contains(stdout, "line 3") {
+		t.Errorf("audit verify of a tampered trail: exit %d %q, want 1 naming line 3", code, stdout)
+	}
+}
