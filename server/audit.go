@@ -48,13 +48,16 @@ const auditTimeout = 2 * time.Second
 // (fail-closed mode).
 func (s *Server) auditUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	r, ok := req.(*tokenbrokerv1.GetAccessTokenRequest)
-	if !ok || s.cfg.Auditor == nil {
+	if !ok {
 		return handler(ctx, req)
 	}
 	c := &call{}
 	ctx = context.WithValue(ctx, callKey{}, c)
 	start := time.Now()
 	resp, err := handler(ctx, req)
+	if s.cfg.Auditor == nil {
+		return resp, err
+	}
 	rec := audit.Record{
 		Time: start, Caller: c.caller, Peer: peerAddr(ctx), Tenant: r.GetTenant(), UID: r.GetUid(),
 		ExternalAccountID: r.GetExternalAccountId(), Groups: r.GetGroups(), Cache: c.cache, TokenFP: c.tokenFP,

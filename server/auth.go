@@ -33,9 +33,6 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 			return nil, s.refuse(ctx, "authorization metadata is not a single \"Bearer <key>\"")
 		}
 		creds.BearerKey = key
-		// The fingerprint lets an operator match a log line to a key they
-		// hold without the log revealing it.
-		logging.AddFields(ctx, logging.Fields{"key_fp", broker.Fingerprint(key)})
 		if s.creds == nil && !fromLoopback(ctx) {
 			return nil, s.refuse(ctx, "a bearer key over plaintext from a non-loopback peer")
 		}
@@ -47,6 +44,11 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 	creds.TLSIdentity = identity
 	id, err := s.cfg.Callers.Authenticate(creds)
 	if err != nil {
+		if creds.BearerKey != "" {
+			// The fingerprint lets an operator match the refusal to a key
+			// they hold without the log revealing it.
+			logging.AddFields(ctx, logging.Fields{"key_fp", broker.Fingerprint(creds.BearerKey)})
+		}
 		return nil, s.refuse(ctx, err.Error())
 	}
 	logging.AddFields(ctx, logging.Fields{"caller", id.Name()})
