@@ -240,45 +240,68 @@ callers:
 	return path
 }
 
-// TestCommandLineEndToEnd is the operator's path: keygen, the emulator
-// alone, check-config, serve, and the token client.
-func TestCommandLineEndToEnd(t *testing.T) {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "tn-cli.pem")
+// cliBroker is the operator's setup, through the commands themselves: keygen,
+// the emulator alone, a config file (plus extra YAML), and serve.
+type cliBroker struct {
+	dir, cfgPath, callerKey, addr string
+	srv                           *started
+}
+
+func startCLIBroker(t *testing.T, extraYAML func(dir string) string) *cliBroker {
+	t.Helper()
+	b := &cliBroker{dir: t.TempDir()}
+	keyFile := filepath.Join(b.dir, "tn-cli.pem")
 	if code, _, stderr := runCmd(t, "", "keygen", "--out", keyFile); code != 0 {
 		t.Fatal(stderr)
 	}
 	emu := start(t, "emulate", "--listen", "127.0.0.1:0", "--tenant", "tn-cli", "--issuer", "cli-iss", "--subject", "cli-sub",
 		"--audience", "cli-aud", "--public-key", keyFile+".pub")
 	tokenURL := regexp.MustCompile(`http://\S+`).FindString(emu.waitLine(t, regexp.MustCompile(`^emulating`)))
-
-	callerKey, _ := newCallerKey()
-	cfgPath := writeConfig(t, dir, tokenURL, keyFile, callerKey)
-	if code, stdout, stderr := runCmd(t, "", "check-config", "--config", cfgPath); code != 0 || !strings.Contains(stdout, "OK") {
+	b.callerKey, _ = newCallerKey()
+	b.cfgPath = writeConfig(t, b.dir, tokenURL, keyFile, b.callerKey)
+	if extraYAML != nil {
+		f, err := os.OpenFile(b.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(extraYAML(b.dir))
+		f.Close()
+	}
+	if code, stdout, stderr := runCmd(t, "", "check-config", "--config", b.cfgPath); code != 0 || !strings.Contains(stdout, "OK") {
 		t.Fatalf("check-config: exit %d\n%s%s", code, stdout, stderr)
 	}
-
-	srv := start(t, "serve", "--config", cfgPath)
-	var addr string
+	b.srv = start(t, "serve", "--config", b.cfgPath)
 	testkit.WaitFor(t, func() bool {
-		m := regexp.MustCompile(`"msg":"serving","grpc":"([^"]+)"`).FindStringSubmatch(srv.stderr.String())
+		m := regexp.MustCompile(`"msg":"serving","grpc":"([^"]+)"`).FindStringSubmatch(b.srv.stderr.String())
 		if m != nil {
-			addr = m[1]
+			b.addr = m[1]
 		}
 		return m != nil
 	})
-	code, stdout, stderr := runCmd(t, "", "token", "--addr", addr, "--key", callerKey, "--tenant", "tn-cli", "--groups", "pismo-v1:accounts:rw")
+	return b
+}
+
+// token runs the token client against the broker.
+func (b *cliBroker) token(t *testing.T, tenant, group string) (int, string, string) {
+	return runCmd(t, "", "token", "--addr", b.addr, "--key", b.callerKey, "--tenant", tenant, "--groups", group)
+}
+
+// TestCommandLineEndToEnd is the operator's path: keygen, the emulator
+// alone, check-config, serve, and the token client.
+func TestCommandLineEndToEnd(t *testing.T) {
+	b := startCLIBroker(t, nil)
+	code, stdout, stderr := b.token(t, "tn-cli", "pismo-v1:accounts:rw")
 	if code != 0 {
-		t.Fatalf("token: exit %d: %s\nserver log:\n%s", code, stderr, srv.stderr)
+		t.Fatalf("token: exit %d: %s\nserver log:\n%s", code, stderr, b.srv.stderr)
 	}
 	checkJWT(t, stdout)
 
 	// The token client reports a refusal with its code, and exits 1.
-	code, _, stderr = runCmd(t, "", "token", "--addr", addr, "--key", callerKey, "--tenant", "tn-other", "--groups", "pismo-v1:accounts:rw")
+	code, _, stderr = b.token(t, "tn-other", "pismo-v1:accounts:rw")
 	if code != 1 || !strings.Contains(stderr, "PermissionDenied") {
 		t.Errorf("token for a forbidden tenant: exit %d, %q", code, stderr)
 	}
-	if strings.Contains(srv.stderr.String(), strings.TrimSpace(stdout)) || strings.Contains(srv.stderr.String(), callerKey) {
+	if strings.Contains(b.srv.stderr.String(), strings.TrimSpace(stdout)) || strings.Contains(b.srv.stderr.String(), b.callerKey) {
 		t.Error("the server's log contains the token or the caller key")
 	}
 }
@@ -315,40 +338,21 @@ func TestCheckConfigReportsEveryProblem(t *testing.T) {
 // TestServeWritesAVerifiableAuditTrail: serve with audit.file, make calls,
 // stop, and the trail verifies; change one byte and verify names the line.
 func TestServeWritesAVerifiableAuditTrail(t *testing.T) {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "tn-cli.pem")
-	if code, _, stderr := runCmd(t, "", "keygen", "--out", keyFile); code != 0 {
-		t.Fatal(stderr)
-	}
-	emu := start(t, "emulate", "--listen", "127.0.0.1:0", "--tenant", "tn-cli", "--issuer", "cli-iss", "--subject", "cli-sub",
-		"--audience", "cli-aud", "--public-key", keyFile+".pub")
-	tokenURL := regexp.MustCompile(`http://\S+`).FindString(emu.waitLine(t, regexp.MustCompile(`^emulating`)))
-	callerKey, _ := newCallerKey()
-	cfgPath := writeConfig(t, dir, tokenURL, keyFile, callerKey)
-	trail := filepath.Join(dir, "audit.jsonl")
-	f, _ := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-	fmt.Fprintf(f, "audit:\n  file: %s\n", trail)
-	f.Close()
-
-	srv := start(t, "serve", "--config", cfgPath)
-	var addr string
-	testkit.WaitFor(t, func() bool {
-		m := regexp.MustCompile(`"msg":"serving","grpc":"([^"]+)"`).FindStringSubmatch(srv.stderr.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
+	var trail string
+	b := startCLIBroker(t, func(dir string) string {
+		trail = filepath.Join(dir, "audit.jsonl")
+		return fmt.Sprintf("audit:\n  file: %s\n", trail)
 	})
 	var tokens []string
 	for _, group := range []string{"pismo-v1:accounts:rw", "pismo-v1:accounts:rw", "other:group"} {
-		_, stdout, _ := runCmd(t, "", "token", "--addr", addr, "--key", callerKey, "--tenant", "tn-cli", "--groups", group)
+		_, stdout, _ := b.token(t, "tn-cli", group)
 		tokens = append(tokens, strings.TrimSpace(stdout))
 	}
-	srv.cancel()
-	if code := <-srv.done; code != 0 {
+	b.srv.cancel()
+	if code := <-b.srv.done; code != 0 {
 		t.Fatalf("serve exited %d", code)
 	}
-	srv.done <- 0 // for start's cleanup
+	b.srv.done <- 0 // for start's cleanup
 
 	data, err := os.ReadFile(trail)
 	if err != nil {
