@@ -14,15 +14,24 @@ import (
 const maxKeyFileBytes = 1 << 20
 
 // LoadFile reads and parses a private key file (see [Parse]), with the
-// checks of [ReadPrivateFile]. Its errors name the path and never contain
-// key bytes.
+// checks of [ReadPrivateFile]. It is [LoadFileWithOptions] with no options.
+// Its errors name the path and never contain key bytes.
 func LoadFile(path string) (*Key, error) {
-	data, err := ReadPrivateFile(path)
+	return LoadFileWithOptions(path, Options{})
+}
+
+// LoadFileWithOptions reads and parses a private key file in any format
+// [Parse] accepts, with opts (see [ParseWithOptions]), and the checks of
+// [ReadPrivateFile]; with [Options.AllowGroupReadable] it accepts a file
+// that group or others may read, but not one they may write. Its errors name
+// the path and never contain key bytes.
+func LoadFileWithOptions(path string, opts Options) (*Key, error) {
+	data, err := readPrivateFile(path, opts.AllowGroupReadable)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(data) // best effort: the parsed key lives on regardless
-	k, err := parse(data)
+	k, err := parse(data, opts)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
 	}
@@ -34,11 +43,17 @@ func LoadFile(path string) (*Key, error) {
 // (mode&0o077 != 0) before reading it, saying how to fix that, anything but
 // a regular file, and a file larger than 1 MiB.
 func ReadPrivateFile(path string) ([]byte, error) {
+	return readPrivateFile(path, false)
+}
+
+// readPrivateFile is ReadPrivateFile, which with groupReadable accepts a
+// file that group or others may read but not write.
+func readPrivateFile(path string, groupReadable bool) ([]byte, error) {
 	fi, err := os.Stat(path) // follows symlinks, as Kubernetes secret volumes need
 	if err != nil {
 		return nil, fmt.Errorf("keystore: key file: %w", err)
 	}
-	if err := checkKeyFile(path, fi); err != nil {
+	if err := checkKeyFile(path, fi, groupReadable); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(path)
@@ -50,7 +65,7 @@ func ReadPrivateFile(path string) ([]byte, error) {
 	if fi, err = f.Stat(); err != nil {
 		return nil, fmt.Errorf("keystore: key file: %w", err)
 	}
-	if err := checkKeyFile(path, fi); err != nil {
+	if err := checkKeyFile(path, fi, groupReadable); err != nil {
 		return nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
@@ -65,13 +80,23 @@ func ReadPrivateFile(path string) ([]byte, error) {
 }
 
 // checkKeyFile refuses anything but a regular file that only its owner may
-// access.
-func checkKeyFile(path string, fi fs.FileInfo) error {
+// access or, with groupReadable, that only its owner may write.
+func checkKeyFile(path string, fi fs.FileInfo, groupReadable bool) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("keystore: key file %s is not a regular file (mode %s)", path, fi.Mode())
 	}
 	perm := fi.Mode().Perm()
-	if perm&0o077 == 0 || runtime.GOOS == "windows" { // Windows has no such mode bits
+	if runtime.GOOS == "windows" { // Windows has no such mode bits
+		return nil
+	}
+	if groupReadable {
+		if perm&0o022 == 0 {
+			return nil
+		}
+		return fmt.Errorf("keystore: key file %s is writable by group or others (mode %04o), which the group-readable override does not allow; run: chmod go-w %s",
+			path, perm, shellQuote(path))
+	}
+	if perm&0o077 == 0 {
 		return nil
 	}
 	how := "readable"

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
@@ -30,45 +32,62 @@ const (
 // The sentinels behind Parse's refusals. The text of each is written for the
 // operator who has to fix the key file.
 var (
-	errNoPEM       = errors.New("no PEM block found")
-	errEncrypted   = errors.New("encrypted private keys are not supported yet")
-	errPublicOnly  = errors.New("this is a public key; the broker needs the private key")
-	errUnsupported = errors.New("unsupported key type")
-	errWeakKey     = errors.New("RSA key too small")
-	errLargeKey    = errors.New("RSA key too large")
+	errNoPEM          = errors.New("no PEM block found")
+	errEncrypted      = errors.New("encrypted private key in the legacy PEM format")
+	errNoPassphrase   = errors.New("the private key is encrypted and no passphrase was given")
+	errBadPassphrase  = errors.New("wrong passphrase for the encrypted private key")
+	errPublicOnly     = errors.New("this is a public key; the broker needs the private key")
+	errUnsupported    = errors.New("unsupported key type")
+	errWeakKey        = errors.New("RSA key too small")
+	errLargeKey       = errors.New("RSA key too large")
+	errAlgorithm      = errors.New("unsupported algorithm")
+	errAlgorithmFit   = errors.New("the algorithm does not fit the key")
+	errFormat         = errors.New("unrecognised key format")
+	errKeyID          = errors.New("cannot choose the key")
+	errServiceAccount = errors.New("invalid Google service account key")
 )
 
-// Key is a private signing key: a [crypto.Signer] (today an RSA key from a
-// file) with its key id (the RFC 7638 SHA-256 thumbprint of its public key,
-// base64url without padding) and its algorithm. It signs only through
-// [Key.Signer].
+// supportedKeys is what the error for an unsupported key type suggests.
+const supportedKeys = "use an RSA key (2048 to 4096 bits) or an EC P-256 key"
+
+// Key is a private signing key: a [crypto.Signer] (an RSA key of 2048 to
+// 4096 bits or an EC P-256 key) with its key id and its algorithm (RS256,
+// PS256 or ES256). The key id is the RFC 7638 SHA-256 thumbprint of its
+// public key, base64url without padding, unless the key came with an id of
+// its own (the "kid" of a JWK, the private_key_id of a Google service
+// account). It signs only through [Key.Signer].
 //
 // A Key is immutable and safe for concurrent use. It never prints its key
 // material: every fmt verb, String, GoString and LogValue show only its type,
 // size and id.
 type Key struct {
 	signer crypto.Signer
-	pub    *rsa.PublicKey
+	pub    crypto.PublicKey // *rsa.PublicKey or a P-256 *ecdsa.PublicKey
 	id     string
-	desc   string      // "RSA-2048 kid=…", computed once
+	alg    jose.SignatureAlgorithm
+	email  string      // client_email of a Google service account, else ""
+	desc   string      // "RSA-2048 kid=…" or "EC-P256 kid=…", computed once
 	jws    jose.Signer // built once; its Sign only reads it, so it is safe for concurrent use
 }
 
-// Parse reads a PEM-encoded RSA private key: a "PRIVATE KEY" block (PKCS#8,
-// as openssl genpkey writes) or an "RSA PRIVATE KEY" block (PKCS#1, as older
-// tools write). Text before the PEM block is ignored; the first private-key
-// block is used, so a certificate followed by its key works.
+// Parse reads a private key in any supported format; it is
+// [ParseWithOptions] with no options. It tells the format from the content:
 //
-// Parse refuses, with a message that says what to do: input without a PEM
-// block, encrypted keys, public keys and certificates, keys other than RSA,
-// and RSA keys smaller than 2048 or larger than 4096 bits. Its errors never
-// contain key bytes.
+//   - PEM: a "PRIVATE KEY" block (PKCS#8, as openssl genpkey writes) holding
+//     an RSA or EC P-256 key, an "RSA PRIVATE KEY" block (PKCS#1), an "EC
+//     PRIVATE KEY" block (SEC 1, as openssl ecparam -genkey writes) or an
+//     "ENCRYPTED PRIVATE KEY" block (encrypted PKCS#8, which needs
+//     [Options.Passphrase]). Text before the PEM block is ignored; the first
+//     private-key block is used, so a certificate followed by its key works.
+//   - JSON: a private JWK, a JWK Set (such as the itsme generator's
+//     jwks_private.json) or a Google service account key.
+//
+// Parse refuses, with a message that says what to do: anything else,
+// legacy encrypted PEM (Proc-Type: 4,ENCRYPTED), public keys and
+// certificates, keys other than RSA and EC P-256, and RSA keys smaller than
+// 2048 or larger than 4096 bits. Its errors never contain key bytes.
 func Parse(data []byte) (*Key, error) {
-	k, err := parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	return k, nil
+	return ParseWithOptions(data, Options{})
 }
 
 // Generate makes a new RSA key of the given size, which must be 2048, 3072 or
@@ -90,41 +109,98 @@ func Generate(bits int) (*Key, error) {
 	return k, nil
 }
 
-// newKey wraps a signer whose public key is RSA of minRSABits to maxRSABits. It
-// takes a crypto.Signer, not an *rsa.PrivateKey, so that a hardware key can
-// stand in for a file key later.
+// newKey wraps a signer with the default algorithm and the thumbprint as its
+// key id.
 func newKey(signer crypto.Signer) (*Key, error) {
-	pub, ok := signer.Public().(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%w %s; only RSA keys are supported for now", errUnsupported, keyTypeName(signer.Public()))
+	return buildKey(signer, keyParams{})
+}
+
+// keyParams are what a key format or the caller says about a key beyond the
+// key itself.
+type keyParams struct {
+	id    string                  // "": the RFC 7638 thumbprint
+	alg   jose.SignatureAlgorithm // "": the key's default
+	email string                  // client_email of a service account
+}
+
+// buildKey wraps a signer whose public key is RSA of minRSABits to
+// maxRSABits or EC P-256. It takes a crypto.Signer, not a private key type,
+// so that a hardware key can stand in for a file key later.
+func buildKey(signer crypto.Signer, p keyParams) (*Key, error) {
+	var typ string // "RSA-2048", "EC-P256"
+	switch pub := signer.Public().(type) {
+	case *rsa.PublicKey:
+		bits := pub.N.BitLen()
+		if bits < minRSABits {
+			return nil, weakKeyError(bits)
+		}
+		if bits > maxRSABits {
+			return nil, fmt.Errorf("%w: it has %d bits, at most %d are supported (verifiers refuse larger keys)", errLargeKey, bits, maxRSABits)
+		}
+		typ = fmt.Sprintf("RSA-%d", bits)
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("%w %s: only the P-256 curve is supported for EC keys (ES256); generate one with: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256",
+				errUnsupported, keyTypeName(pub))
+		}
+		typ = "EC-P256"
+	default:
+		return nil, fmt.Errorf("%w %s; %s", errUnsupported, keyTypeName(pub), supportedKeys)
 	}
-	bits := pub.N.BitLen()
-	if bits < minRSABits {
-		return nil, weakKeyError(bits)
-	}
-	if bits > maxRSABits {
-		return nil, fmt.Errorf("%w: it has %d bits, at most %d are supported (verifiers refuse larger keys)", errLargeKey, bits, maxRSABits)
-	}
-	id, err := thumbprint(pub)
+	alg, err := chooseAlgorithm(typ, p.alg)
 	if err != nil {
 		return nil, err
 	}
+	id := p.id
+	if id == "" {
+		if id, err = thumbprint(signer.Public()); err != nil {
+			return nil, err
+		}
+	}
 	// The signer goes through cryptosigner.Opaque, so go-jose only ever calls
-	// crypto.Signer.Sign; wrapping it in a JSONWebKey sets the "kid" header.
+	// crypto.Signer.Sign (and turns ECDSA's ASN.1 signatures into JOSE's
+	// r||s); wrapping it in a JSONWebKey sets the "kid" header.
 	jws, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: cryptosigner.Opaque(signer), KeyID: id}},
+		jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: cryptosigner.Opaque(signer), KeyID: id}},
 		(&jose.SignerOptions{}).WithType("JWT"),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("build RS256 signer: %w", err)
+		return nil, fmt.Errorf("build %s signer: %w", alg, err)
 	}
 	return &Key{
 		signer: signer,
-		pub:    pub,
+		pub:    signer.Public(),
 		id:     id,
-		desc:   fmt.Sprintf("RSA-%d kid=%s", bits, id),
+		alg:    alg,
+		email:  p.email,
+		desc:   fmt.Sprintf("%s kid=%s", typ, id),
 		jws:    jws,
 	}, nil
+}
+
+// chooseAlgorithm returns want, or the default for a key of type typ
+// ("RSA-2048", "EC-P256") when want is empty, or says why want does not fit.
+func chooseAlgorithm(typ string, want jose.SignatureAlgorithm) (jose.SignatureAlgorithm, error) {
+	rsaKey := strings.HasPrefix(typ, "RSA-")
+	switch want {
+	case "":
+		if rsaKey {
+			return jose.RS256, nil
+		}
+		return jose.ES256, nil
+	case jose.RS256, jose.PS256:
+		if rsaKey {
+			return want, nil
+		}
+		return "", fmt.Errorf("%w: %s needs an RSA key, but this is an %s key; use ES256 with this key, or an RSA key", errAlgorithmFit, want, typ)
+	case jose.ES256:
+		if !rsaKey {
+			return want, nil
+		}
+		return "", fmt.Errorf("%w: ES256 needs an EC P-256 key, but this is an %s key; use RS256 or PS256 with this key, or an EC P-256 key", errAlgorithmFit, typ)
+	default:
+		return "", fmt.Errorf("%w %.32q; use RS256, PS256 or ES256", errAlgorithm, want)
+	}
 }
 
 // thumbprint is the RFC 7638 SHA-256 thumbprint of a public key, base64url
@@ -142,26 +218,34 @@ func weakKeyError(bits int) error {
 		errWeakKey, bits, minRSABits)
 }
 
-// ID returns the key id: the RFC 7638 SHA-256 thumbprint of the public key,
-// base64url without padding. It is public: the JWKS and every signed header
-// carry it.
+// ID returns the key id: the "kid" of a JWK that had one, the
+// private_key_id of a Google service account, and otherwise the RFC 7638
+// SHA-256 thumbprint of the public key, base64url without padding. It is
+// public: the JWKS and every signed header carry it.
 func (k *Key) ID() string { return k.id }
 
-// Algorithm returns the JWS algorithm the key signs with: [jose.RS256].
-func (k *Key) Algorithm() jose.SignatureAlgorithm { return jose.RS256 }
+// Algorithm returns the JWS algorithm the key signs with: [jose.RS256],
+// [jose.PS256] or [jose.ES256]. Unless [Options.Algorithm] (or the "alg" of
+// a JWK) chose another, it is RS256 for an RSA key and ES256 for an EC key.
+func (k *Key) Algorithm() jose.SignatureAlgorithm { return k.alg }
 
-// Public returns the public key, an *rsa.PublicKey.
+// ClientEmail returns the client_email of a Google service account key, and
+// "" for a key in any other format.
+func (k *Key) ClientEmail() string { return k.email }
+
+// Public returns the public key: an *rsa.PublicKey or an *ecdsa.PublicKey on
+// P-256.
 func (k *Key) Public() crypto.PublicKey { return k.pub }
 
 // PublicJWK returns the public key as a JWK with "kid" set to [Key.ID], "alg"
-// RS256 and "use" sig. It holds no private material.
+// set to [Key.Algorithm] and "use" sig. It holds no private material.
 func (k *Key) PublicJWK() jose.JSONWebKey {
-	return jose.JSONWebKey{Key: k.pub, KeyID: k.id, Algorithm: string(jose.RS256), Use: "sig"}
+	return jose.JSONWebKey{Key: k.pub, KeyID: k.id, Algorithm: string(k.alg), Use: "sig"}
 }
 
-// Signer returns the key's JWS signer: RS256, with the protected header
-// "kid" set to [Key.ID] and "typ" set to JWT. It is built once and is safe
-// for concurrent use.
+// Signer returns the key's JWS signer: [Key.Algorithm] (ECDSA signatures in
+// the JOSE r||s form), with the protected header "kid" set to [Key.ID] and
+// "typ" set to JWT. It is built once and is safe for concurrent use.
 func (k *Key) Signer() jose.Signer { return k.jws }
 
 // PrivatePEM returns the private key as a PKCS#8 "PRIVATE KEY" PEM block, for
@@ -180,13 +264,14 @@ func (k *Key) PrivatePEM() []byte {
 func (k *Key) PublicPEM() []byte {
 	der, err := x509.MarshalPKIXPublicKey(k.pub)
 	if err != nil {
-		// Unreachable: newKey accepts only valid RSA public keys.
+		// Unreachable: buildKey accepts only valid RSA and P-256 public keys.
 		return nil
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
-// String describes the key as "RSA-2048 kid=<id>", without key material.
+// String describes the key as "RSA-2048 kid=<id>" or "EC-P256 kid=<id>",
+// without key material.
 func (k *Key) String() string {
 	if k == nil {
 		return "<nil>"
@@ -215,7 +300,8 @@ func (k *Key) Format(f fmt.State, verb rune) {
 	}
 }
 
-// keyTypeName names the type of a key that is not RSA, for error messages.
+// keyTypeName names the type of a key the broker does not take, for error
+// messages.
 func keyTypeName(pub crypto.PublicKey) string {
 	switch p := pub.(type) {
 	case *ecdsa.PublicKey:

@@ -183,7 +183,8 @@ func selfSignedCert(key crypto.Signer) []byte {
 func TestParseRefuses(t *testing.T) {
 	priv := testRSA()
 	small := must(sharedRSA1024())
-	ecPriv := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	ecPriv := testEC()
+	p384 := must(ecdsa.GenerateKey(elliptic.P384(), rand.Reader))
 	_, edPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +205,8 @@ func TestParseRefuses(t *testing.T) {
 		{"empty", nil, errNoPEM, "the input is empty"},
 		{"blank", []byte(" \n\t\n"), errNoPEM, "the input is empty"},
 		{"garbage", []byte("this is not a key"), errNoPEM, "BEGIN PRIVATE KEY"},
-		{"JSON", []byte(`{"kty":"RSA","n":"...","e":"AQAB"}`), errNoPEM, "JSON"},
+		{"JSON", []byte(`{"kty":"RSA","n":"...","e":"AQAB"}`), errFormat, "the JWK is invalid"},
+		{"JSON of no known kind", []byte(`{"hello":"world"}`), errFormat, "Google service account key"},
 		{"binary DER", p8der, errNoPEM, "openssl pkey -inform DER"},
 		{"BEGIN without END", bytes.Split(pkcs8PEM(priv), []byte("-----END"))[0], errNoPEM, "truncated"},
 		{"damaged DER", pemOf("PRIVATE KEY", p8der[:200]), nil, "parse PKCS#8 private key"},
@@ -212,8 +214,8 @@ func TestParseRefuses(t *testing.T) {
 		{"RSA 1024 PKCS#8", pkcs8PEM(small), errWeakKey, "1024 bits, at least 2048"},
 		{"RSA 1024 PKCS#1", pkcs1PEM(small), errWeakKey, "1024 bits, at least 2048"},
 		{"RSA 512 (crypto/x509 refuses it)", pemOf("RSA PRIVATE KEY", fakePKCS1(512)), errWeakKey, "512 bits, at least 2048"},
-		{"EC PKCS#8", pkcs8PEM(ecPriv), errUnsupported, "unsupported key type ECDSA P-256"},
-		{"EC SEC 1", pemOf("EC PRIVATE KEY", must(x509.MarshalECPrivateKey(ecPriv))), errUnsupported, "unsupported key type EC"},
+		{"EC P-384 PKCS#8", pkcs8PEM(p384), errUnsupported, "unsupported key type ECDSA P-384: only the P-256 curve"},
+		{"EC P-384 SEC 1", pemOf("EC PRIVATE KEY", must(x509.MarshalECPrivateKey(p384))), errUnsupported, "ec_paramgen_curve:P-256"},
 		{"Ed25519", pkcs8PEM(edPriv), errUnsupported, "unsupported key type Ed25519"},
 		{"X25519", pkcs8PEM(xPriv), errUnsupported, "unsupported key type ECDH X25519"},
 		{"RSA-PSS PKCS#8", pemOf("PRIVATE KEY", rsaPSSPKCS8(t, p8der)), errUnsupported, "RSA-PSS"},
@@ -222,8 +224,8 @@ func TestParseRefuses(t *testing.T) {
 		{"public key", pemOf("PUBLIC KEY", must(x509.MarshalPKIXPublicKey(&priv.PublicKey))), errPublicOnly, "the broker needs the private key"},
 		{"PKCS#1 public key", pemOf("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&priv.PublicKey)), errPublicOnly, "this is a public key"},
 		{"certificate", pemOf("CERTIFICATE", selfSignedCert(ecPriv)), errPublicOnly, "CERTIFICATE block: this is a public key"},
-		{"encrypted PKCS#8", pemOf("ENCRYPTED PRIVATE KEY", p8der[:64]), errEncrypted, "encrypted private keys are not supported yet"},
-		{"encrypted PKCS#1 (Proc-Type)", pem.EncodeToMemory(encrypted), errEncrypted, "decrypt it first"},
+		{"encrypted PKCS#8", pemOf("ENCRYPTED PRIVATE KEY", p8der[:64]), errNoPassphrase, "give the broker the key's passphrase"},
+		{"encrypted PKCS#1 (Proc-Type)", pem.EncodeToMemory(encrypted), errEncrypted, "convert it with: openssl pkcs8 -topk8 -v2 aes-256-cbc"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -358,7 +360,7 @@ func TestParseOpenSSL(t *testing.T) {
 		args    []string // write file(name)
 		wantErr error
 	}{
-		{"encrypted PKCS#8", []string{"pkey", "-in", file("pkcs8.pem"), "-aes256", "-passout", "pass:test"}, errEncrypted},
+		{"encrypted PKCS#8", []string{"pkey", "-in", file("pkcs8.pem"), "-aes256", "-passout", "pass:test"}, errNoPassphrase},
 		{"encrypted PKCS#1", []string{"rsa", "-in", file("pkcs8.pem"), "-traditional", "-aes256", "-passout", "pass:test"}, errEncrypted},
 		{"public key", []string{"pkey", "-in", file("pkcs8.pem"), "-pubout"}, errPublicOnly},
 		{"RSA public key", []string{"rsa", "-in", file("pkcs8.pem"), "-RSAPublicKey_out"}, errPublicOnly},
@@ -366,8 +368,8 @@ func TestParseOpenSSL(t *testing.T) {
 		{"RSA 1024", []string{"genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"}, errWeakKey},
 		{"RSA 512", []string{"genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512"}, errWeakKey},
 		{"RSA-PSS", []string{"genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048"}, errUnsupported},
-		{"EC PKCS#8", []string{"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"}, errUnsupported},
-		{"EC SEC 1 with parameters", []string{"ecparam", "-name", "prime256v1", "-genkey"}, errUnsupported},
+		{"EC P-384 PKCS#8", []string{"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"}, errUnsupported},
+		{"EC secp256k1 SEC 1 with parameters", []string{"ecparam", "-name", "secp256k1", "-genkey"}, errUnsupported},
 		{"Ed25519", []string{"genpkey", "-algorithm", "ed25519"}, errUnsupported},
 		{"Ed448", []string{"genpkey", "-algorithm", "ed448"}, errUnsupported},
 	}
