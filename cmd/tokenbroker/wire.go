@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -26,15 +27,32 @@ import (
 	"github.com/tokenbroker/tokenbroker/keystore"
 )
 
-// loadKeys loads every tenant's key file, reporting each failure on its own
-// line naming the field.
+// loadKeys loads every tenant's key file with its options (passphrase, key
+// id, algorithm, the group-readable override), reporting each failure on its
+// own line naming the field. A pismo_oidc tenant's key must sign RS256.
 func loadKeys(cfg *config.Config) (map[string]*keystore.Key, error) {
 	keys := make(map[string]*keystore.Key, len(cfg.Tenants))
 	var problems []string
 	for i, t := range cfg.Tenants {
-		k, err := keystore.LoadFile(t.KeyFile)
+		passphrase, err := readPassphrase(i, t)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		k, err := keystore.LoadFileWithOptions(t.KeyFile, keystore.Options{
+			Passphrase:         passphrase,
+			KeyID:              t.KeyID,
+			Algorithm:          jose.SignatureAlgorithm(t.Alg),
+			AllowGroupReadable: t.AllowGroupReadableKey,
+		})
+		clear(passphrase)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("tenants[%d].key_file: %v", i, err))
+			continue
+		}
+		if t.Upstream.Kind == "pismo_oidc" && k.Algorithm() != jose.RS256 {
+			problems = append(problems, fmt.Sprintf("tenants[%d].key_file: %s signs %s, but a pismo_oidc upstream verifies RS256 only; use an RSA key",
+				i, t.KeyFile, k.Algorithm()))
 			continue
 		}
 		keys[t.ID] = k
@@ -43,6 +61,39 @@ func loadKeys(cfg *config.Config) (map[string]*keystore.Key, error) {
 		return nil, errors.New(strings.Join(problems, "\n"))
 	}
 	return keys, nil
+}
+
+// readPassphrase returns the passphrase of tenant i's key from its file
+// (checked like a private key file, its trailing newline trimmed) or its
+// environment variable, or nil when it has neither. The caller clears it.
+// Errors name the field, never the passphrase.
+func readPassphrase(i int, t config.Tenant) ([]byte, error) {
+	switch {
+	case t.KeyPassphraseFile != "":
+		data, err := keystore.ReadPrivateFile(t.KeyPassphraseFile)
+		if err != nil {
+			return nil, fmt.Errorf("tenants[%d].key_passphrase_file: %w", i, err)
+		}
+		passphrase := data
+		if n := len(passphrase); n > 0 && passphrase[n-1] == '\n' {
+			passphrase = passphrase[:n-1]
+			if n := len(passphrase); n > 0 && passphrase[n-1] == '\r' {
+				passphrase = passphrase[:n-1]
+			}
+		}
+		if len(passphrase) == 0 {
+			clear(data)
+			return nil, fmt.Errorf("tenants[%d].key_passphrase_file: %s is empty", i, t.KeyPassphraseFile)
+		}
+		return passphrase, nil // clearing it clears data up to the newline
+	case t.KeyPassphraseEnv != "":
+		v := os.Getenv(t.KeyPassphraseEnv)
+		if v == "" {
+			return nil, fmt.Errorf("tenants[%d].key_passphrase_env: %s is not set", i, t.KeyPassphraseEnv)
+		}
+		return []byte(v), nil // the string itself cannot be cleared
+	}
+	return nil, nil
 }
 
 // state is everything a reload replaces, as one value: callers and their

@@ -107,6 +107,29 @@ type Tenant struct {
 	// UIDMode says what the assertion's uid claim holds for a tenant-level
 	// token.
 	UIDMode UIDMode
+	// KeyID is the kid of the key to take from a JWK Set key file: 1-256
+	// printable ASCII characters; "" when absent.
+	KeyID string
+	// Alg is the JWS algorithm the key signs with: "RS256", "PS256" or
+	// "ES256"; "" when absent, for the key's own default (RS256 for RSA,
+	// ES256 for EC P-256). A pismo_oidc tenant's is "" or "RS256", the only
+	// algorithm Pismo verifies. Whether it fits the key is checked when the
+	// key is loaded.
+	Alg string
+	// KeyPassphraseFile is the path of the file holding the passphrase of an
+	// encrypted key file, resolved like KeyFile; it existed and was a
+	// regular file when the config was parsed. Reading it, and trimming its
+	// trailing newline, is the caller's work. "" when absent.
+	KeyPassphraseFile string
+	// KeyPassphraseEnv is the name of the environment variable holding the
+	// passphrase instead: [A-Z_][A-Z0-9_]*; "" when absent. At most one of
+	// KeyPassphraseFile and KeyPassphraseEnv is set; the passphrase itself
+	// is never in the config.
+	KeyPassphraseEnv string
+	// AllowGroupReadableKey accepts a key file that group or others may read
+	// (such as a Kubernetes secret volume mounted 0440 or 0640); one that
+	// they may write is refused all the same. False by default.
+	AllowGroupReadableKey bool
 }
 
 // Upstream is a tenant's token endpoint and how to talk to it.

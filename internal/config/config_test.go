@@ -92,6 +92,13 @@ func edit(t testing.TB, oldNew ...string) string {
 	return replace(t, base, oldNew...)
 }
 
+// keyOpt returns base with the YAML line opt added to tenants[0] after its
+// key_file, as line 17.
+func keyOpt(t testing.TB, opt string) string {
+	t.Helper()
+	return edit(t, "key_file: k.pem\n", "key_file: k.pem\n    "+opt+"\n")
+}
+
 // editFull is [edit] for [full].
 func editFull(t testing.TB, oldNew ...string) string {
 	t.Helper()
@@ -172,9 +179,6 @@ func TestLoadValid(t *testing.T) {
 	if got, want := cfg.Cache.Skew, 30*time.Second; got != want {
 		t.Errorf("Cache.Skew = %v, want %v", got, want)
 	}
-	if got, want := len(cfg.Tenants), 2; got != want {
-		t.Fatalf("%d tenants, want %d", got, want)
-	}
 
 	type tenant struct {
 		id, kind, url             string
@@ -183,13 +187,24 @@ func TestLoadValid(t *testing.T) {
 		keyFile                   string
 		lifetime                  time.Duration
 		uidMode                   config.UIDMode
+		keyID, alg                string
+		passFile, passEnv         string
+		groupReadable             bool
 	}
 	wantTenants := []tenant{
 		{"tn-example", "pismo_oidc", "https://sandbox.example/passport/v1/oauth2/token", 5 * time.Second,
-			"verifier-issuer", "verifier-subject", "verifier-audience", keyFile, time.Hour, config.UIDTenant},
+			"verifier-issuer", "verifier-subject", "verifier-audience", keyFile, time.Hour, config.UIDTenant,
+			"tn-example-2024", "RS256", filepath.Join(testdata, "keys", "tn-example.pass"), "", true},
 		// Every optional field left out: the defaults.
 		{"tn-defaults", "pismo_oidc", "http://127.0.0.1:9/token", 10 * time.Second,
-			"iss-2", "sub-2", "aud-2", keyFile, 5 * time.Minute, config.UIDOmit},
+			"iss-2", "sub-2", "aud-2", keyFile, 5 * time.Minute, config.UIDOmit,
+			"", "", "", "", false},
+		{"tn-env-passphrase", "pismo_oidc", "https://sandbox.example/passport/v1/oauth2/token", 10 * time.Second,
+			"iss-3", "sub-3", "aud-3", keyFile, 5 * time.Minute, config.UIDOmit,
+			"", "", "", "TN_KEY_PASSPHRASE", false},
+	}
+	if got, want := len(cfg.Tenants), len(wantTenants); got != want {
+		t.Fatalf("%d tenants, want %d", got, want)
 	}
 	for i, w := range wantTenants {
 		tn := cfg.Tenants[i]
@@ -197,7 +212,8 @@ func TestLoadValid(t *testing.T) {
 			t.Fatalf("tenants[%d].Upstream.TokenURL is nil", i)
 		}
 		got := tenant{tn.ID, tn.Upstream.Kind, tn.Upstream.TokenURL.String(), tn.Upstream.Timeout,
-			tn.Issuer, tn.Subject, tn.Audience, tn.KeyFile, tn.AssertionLifetime, tn.UIDMode}
+			tn.Issuer, tn.Subject, tn.Audience, tn.KeyFile, tn.AssertionLifetime, tn.UIDMode,
+			tn.KeyID, tn.Alg, tn.KeyPassphraseFile, tn.KeyPassphraseEnv, tn.AllowGroupReadableKey}
 		if got != w {
 			t.Errorf("tenants[%d] = %+v\nwant %+v", i, got, w)
 		}
@@ -298,6 +314,11 @@ callers:
 		{"UIDMode", tn.UIDMode, config.UIDOmit},
 		{"KeyFile", tn.KeyFile, filepath.Join(dir, "k.pem")},
 		{"AccountTokens", grant.AccountTokens, false},
+		{"KeyID", tn.KeyID, ""},
+		{"Alg", tn.Alg, ""},
+		{"KeyPassphraseFile", tn.KeyPassphraseFile, ""},
+		{"KeyPassphraseEnv", tn.KeyPassphraseEnv, ""},
+		{"AllowGroupReadableKey", tn.AllowGroupReadableKey, false},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)

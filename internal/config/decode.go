@@ -58,14 +58,19 @@ type rawCache struct {
 }
 
 type rawTenant struct {
-	ID                string       `yaml:"id"`
-	Upstream          *rawUpstream `yaml:"upstream"`
-	Issuer            string       `yaml:"issuer"`
-	Subject           string       `yaml:"subject"`
-	Audience          string       `yaml:"audience"`
-	KeyFile           string       `yaml:"key_file"`
-	AssertionLifetime *string      `yaml:"assertion_lifetime"`
-	UIDMode           *string      `yaml:"uid_mode"`
+	ID                    string       `yaml:"id"`
+	Upstream              *rawUpstream `yaml:"upstream"`
+	Issuer                string       `yaml:"issuer"`
+	Subject               string       `yaml:"subject"`
+	Audience              string       `yaml:"audience"`
+	KeyFile               string       `yaml:"key_file"`
+	AssertionLifetime     *string      `yaml:"assertion_lifetime"`
+	UIDMode               *string      `yaml:"uid_mode"`
+	KeyID                 *string      `yaml:"key_id"`
+	Alg                   *string      `yaml:"alg"`
+	KeyPassphraseFile     *string      `yaml:"key_passphrase_file"`
+	KeyPassphraseEnv      *string      `yaml:"key_passphrase_env"`
+	AllowGroupReadableKey bool         `yaml:"allow_group_readable_key"`
 }
 
 type rawUpstream struct {

@@ -17,6 +17,7 @@ func FuzzParse(f *testing.F) {
 	dir := keyDir(f)
 	f.Add([]byte(base))
 	f.Add([]byte(full))
+	f.Add([]byte(keyOpt(f, "key_id: kid-1\n    alg: RS256\n    key_passphrase_env: TN_PASS\n    allow_group_readable_key: true")))
 	f.Add([]byte("callers: [{name: c, allow: [{tenant: t, groups: [\"a:*:b\"]}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := config.Parse(data, dir)
@@ -44,6 +45,10 @@ func FuzzParse(f *testing.F) {
 			if tn.ID == "" || ids[tn.ID] || tn.Upstream.TokenURL == nil || tn.Upstream.Timeout <= 0 ||
 				tn.AssertionLifetime <= 0 || tn.KeyFile == "" || tn.UIDMode == "" {
 				t.Fatalf("accepted an unusable tenant: %+v", tn)
+			}
+			if tn.Alg != "" && tn.Alg != "RS256" || tn.KeyPassphraseFile != "" && tn.KeyPassphraseEnv != "" ||
+				len(tn.KeyID) > 256 || strings.ContainsFunc(tn.KeyID, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+				t.Fatalf("accepted unusable key options: %+v", tn)
 			}
 			ids[tn.ID] = true
 		}

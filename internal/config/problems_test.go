@@ -190,6 +190,33 @@ func TestParseProblems(t *testing.T) {
 		{"key file missing", edit(t, "key_file: k.pem\n", "key_file: nope.pem\n"), "tenants[0].key_file", 16, "nope.pem\" does not exist"},
 		{"key file a directory", edit(t, "key_file: k.pem\n", "key_file: .\n"), "tenants[0].key_file", 16, "is not a regular file"},
 		{"key file under a file", edit(t, "key_file: k.pem\n", "key_file: k.pem/x\n"), "tenants[0].key_file", 16, "cannot read"},
+
+		// Key options: key_id, alg, the passphrase's source, the mode override.
+		{"key_id empty", keyOpt(t, `key_id: ""`), "tenants[0].key_id", 17, `must be 1-256 printable ASCII characters, got ""`},
+		{"key_id too long", keyOpt(t, "key_id: "+long(257)), "tenants[0].key_id", 17, "must be 1-256 printable ASCII characters"},
+		{"key_id not printable", keyOpt(t, `key_id: "kid\t1"`), "tenants[0].key_id", 17, `got "kid\t1"`},
+		{"key_id not ASCII", keyOpt(t, "key_id: clé"), "tenants[0].key_id", 17, "printable ASCII"},
+		{"key_id not a string", keyOpt(t, "key_id: [a]"), "tenants[0].key_id", 17, "must be a string, got a list"},
+		{"alg unknown", keyOpt(t, "alg: HS256"), "tenants[0].alg", 17, `unknown alg "HS256", want RS256, PS256 or ES256`},
+		{"alg lower case", keyOpt(t, "alg: rs256"), "tenants[0].alg", 17, `unknown alg "rs256"`},
+		{"alg empty", keyOpt(t, `alg: ""`), "tenants[0].alg", 17, `unknown alg ""`},
+		{"alg not a string", keyOpt(t, "alg: [RS256]"), "tenants[0].alg", 17, "must be a string, got a list"},
+		{"alg PS256 for pismo_oidc", keyOpt(t, "alg: PS256"), "tenants[0].alg", 17, "must be RS256 for a pismo_oidc upstream (Pismo verifies RS256 assertions only), got PS256"},
+		{"alg ES256 for pismo_oidc", edit(t, "key_file: ./k.pem\n", "key_file: ./k.pem\n    alg: ES256\n"), "tenants[1].alg", 27, "must be RS256 for a pismo_oidc upstream"},
+		{"key_passphrase_file empty", keyOpt(t, `key_passphrase_file: ""`), "tenants[0].key_passphrase_file", 17, "must name a file; leave the field out for a key file that is not encrypted"},
+		{"key_passphrase_file missing", keyOpt(t, "key_passphrase_file: nope.pass"), "tenants[0].key_passphrase_file", 17, "the file does not exist"},
+		{"key_passphrase_file a directory", keyOpt(t, "key_passphrase_file: ."), "tenants[0].key_passphrase_file", 17, "the file is not a regular file"},
+		{"key_passphrase_file under a file", keyOpt(t, "key_passphrase_file: k.pem/x"), "tenants[0].key_passphrase_file", 17, "cannot read the file"},
+		{"key_passphrase_file not a string", keyOpt(t, "key_passphrase_file: [a]"), "tenants[0].key_passphrase_file", 17, "must be a string, got a list"},
+		{"key_passphrase_env empty", keyOpt(t, `key_passphrase_env: ""`), "tenants[0].key_passphrase_env", 17, "must be the name of an environment variable, [A-Z_][A-Z0-9_]*"},
+		{"key_passphrase_env lower case", keyOpt(t, "key_passphrase_env: tn_pass"), "tenants[0].key_passphrase_env", 17, "must be the name of an environment variable"},
+		{"key_passphrase_env leading digit", keyOpt(t, "key_passphrase_env: 1_PASS"), "tenants[0].key_passphrase_env", 17, "must be the name of an environment variable"},
+		{"key_passphrase_env with a dash", keyOpt(t, "key_passphrase_env: TN-PASS"), "tenants[0].key_passphrase_env", 17, "must be the name of an environment variable"},
+		{"key_passphrase_env not a string", keyOpt(t, "key_passphrase_env: {a: b}"), "tenants[0].key_passphrase_env", 17, "must be a string, got a mapping"},
+		{"key passphrase from both", keyOpt(t, "key_passphrase_file: k.pem\n    key_passphrase_env: TN_PASS"), "tenants[0].key_passphrase_env", 18, "cannot be set with key_passphrase_file"},
+		{"allow_group_readable_key yes", keyOpt(t, "allow_group_readable_key: yes"), "tenants[0].allow_group_readable_key", 17, "must be true or false, got a string"},
+		{"allow_group_readable_key 0440", keyOpt(t, "allow_group_readable_key: 0440"), "tenants[0].allow_group_readable_key", 17, "must be true or false, got a number"},
+		{"key option misspelt", keyOpt(t, "key_passphrase: x"), "tenants[0].key_passphrase", 17, "unknown field"},
 	}
 	dir := keyDir(t)
 	for _, tc := range tests {
@@ -265,6 +292,16 @@ func TestParseAcceptsLimits(t *testing.T) {
 		{"audit to stdout", editFull(t, "file: audit.jsonl", `file: "-"`)},
 		{"audit file that exists", editFull(t, "file: audit.jsonl", "file: k.pem")},
 		{"audit with a file only", editFull(t, "  fail_closed: true\n  queue: 100\n", "")},
+		{"key_id of 256", keyOpt(t, "key_id: "+long(256))},
+		{"key_id with spaces and symbols", keyOpt(t, `key_id: "my kid/2024-01 #1"`)},
+		{"alg RS256 for pismo_oidc", keyOpt(t, "alg: RS256")},
+		{"key_passphrase_file", keyOpt(t, "key_passphrase_file: k.pem")},
+		{"key_passphrase_env", keyOpt(t, "key_passphrase_env: TN_KEY_PASSPHRASE")},
+		{"key_passphrase_env of one underscore", keyOpt(t, "key_passphrase_env: _")},
+		{"key_passphrase_env with digits", keyOpt(t, "key_passphrase_env: _2PASS9")},
+		{"allow_group_readable_key true", keyOpt(t, "allow_group_readable_key: true")},
+		{"allow_group_readable_key false", keyOpt(t, "allow_group_readable_key: false")},
+		{"key options null", keyOpt(t, "key_id: ~\n    alg: ~\n    key_passphrase_file: ~\n    key_passphrase_env: ~\n    allow_group_readable_key: ~")},
 	}
 	dir := keyDir(t)
 	for _, tc := range tests {
@@ -543,6 +580,9 @@ func TestNoSecretsInMessages(t *testing.T) {
 		{"password in token_url", edit(t, "token_url: https://sandbox.example/token", "token_url: https://u:"+password+"@sandbox.example/token")},
 		{"password in a broken token_url", edit(t, "token_url: https://sandbox.example/token", "token_url: https://u:"+password+"@sandbox example/token")},
 		{"password in a plain http token_url", edit(t, "token_url: https://sandbox.example/token", "token_url: http://u:"+password+"@sandbox.example/token")},
+		{"passphrase instead of its variable", keyOpt(t, "key_passphrase_env: "+password)},
+		{"passphrase instead of its file", keyOpt(t, "key_passphrase_file: "+password)},
+		{"passphrase instead of its file, under a file", keyOpt(t, "key_passphrase_file: k.pem/"+password)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.doc), keyDir(t))

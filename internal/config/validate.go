@@ -45,9 +45,17 @@ const (
 	maxClaimKey          = 64
 	maxCN                = 256
 	maxURIIdentity       = 2048 // the SPIFFE ID limit
+	maxKeyID             = 256
 )
 
 const kindPismoOIDC = "pismo_oidc"
+
+// The JWS algorithms a tenant's key may sign with; Pismo verifies RS256 only.
+const (
+	algRS256 = "RS256"
+	algPS256 = "PS256"
+	algES256 = "ES256"
+)
 
 // laterKinds are the upstream kinds of the design not implemented yet.
 var laterKinds = []string{"pismo_oauth2", "private_key_jwt", "client_secret_post", "client_secret_basic", "jwt_bearer"}
@@ -164,16 +172,91 @@ func (p *parser) tenant(path string, r rawTenant) Tenant {
 	p.claim(path+".issuer", r.Issuer)
 	p.claim(path+".subject", r.Subject)
 	p.claim(path+".audience", r.Audience)
-	return Tenant{
-		ID:                r.ID,
-		Upstream:          p.upstream(path+".upstream", r.Upstream),
-		Issuer:            r.Issuer,
-		Subject:           r.Subject,
-		Audience:          r.Audience,
-		KeyFile:           p.file(path+".key_file", r.KeyFile),
-		AssertionLifetime: p.duration(path+".assertion_lifetime", r.AssertionLifetime, defaultLifetime, false, maxLifetime),
-		UIDMode:           p.uidMode(path+".uid_mode", r.UIDMode),
+	t := Tenant{
+		ID:                    r.ID,
+		Upstream:              p.upstream(path+".upstream", r.Upstream),
+		Issuer:                r.Issuer,
+		Subject:               r.Subject,
+		Audience:              r.Audience,
+		KeyFile:               p.file(path+".key_file", r.KeyFile),
+		AssertionLifetime:     p.duration(path+".assertion_lifetime", r.AssertionLifetime, defaultLifetime, false, maxLifetime),
+		UIDMode:               p.uidMode(path+".uid_mode", r.UIDMode),
+		AllowGroupReadableKey: r.AllowGroupReadableKey,
 	}
+	if r.KeyID != nil {
+		t.KeyID = *r.KeyID
+		p.keyID(path+".key_id", t.KeyID)
+	}
+	if r.Alg != nil {
+		t.Alg = p.alg(path+".alg", *r.Alg, r.Upstream)
+	}
+	t.KeyPassphraseFile, t.KeyPassphraseEnv = p.passphrase(path, r.KeyPassphraseFile, r.KeyPassphraseEnv)
+	return t
+}
+
+// keyID checks the kid to take from a JWK Set: 1-256 printable ASCII.
+func (p *parser) keyID(path, s string) {
+	ok := s != "" && len(s) <= maxKeyID
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] >= 0x20 && s[i] <= 0x7e
+	}
+	if !ok {
+		p.fail(path, "must be 1-%d printable ASCII characters, got %s", maxKeyID, quote(s))
+	}
+}
+
+// alg checks a tenant's algorithm; a pismo_oidc tenant must sign with
+// RS256, the only one Pismo verifies. Whether it fits the key is checked
+// when the key is loaded.
+func (p *parser) alg(path, s string, up *rawUpstream) string {
+	switch s {
+	case algRS256, algPS256, algES256:
+	default:
+		p.fail(path, "unknown alg %s, want %s, %s or %s", quote(s), algRS256, algPS256, algES256)
+		return ""
+	}
+	if s != algRS256 && up != nil && up.Kind == kindPismoOIDC {
+		p.fail(path, "must be %s for a %s upstream (Pismo verifies %s assertions only), got %s", algRS256, kindPismoOIDC, algRS256, s)
+		return ""
+	}
+	return s
+}
+
+// passphrase checks where an encrypted key's passphrase comes from: a file
+// or an environment variable, at most one, never the config itself. Its
+// problems do not repeat the values: either may be the passphrase, pasted
+// by mistake.
+func (p *parser) passphrase(path string, file, env *string) (string, string) {
+	var f, e string
+	if file != nil {
+		if *file == "" {
+			p.fail(path+".key_passphrase_file", "must name a file; leave the field out for a key file that is not encrypted")
+		} else {
+			f = p.checkFile(path+".key_passphrase_file", *file, false)
+		}
+	}
+	if env != nil {
+		e = *env
+		switch {
+		case !envName(e):
+			p.fail(path+".key_passphrase_env", "must be the name of an environment variable, [A-Z_][A-Z0-9_]* "+
+				"(the value is not shown: it may be the passphrase itself)")
+		case file != nil:
+			p.fail(path+".key_passphrase_env", "cannot be set with key_passphrase_file: the passphrase comes from one of them")
+		}
+	}
+	return f, e
+}
+
+// envName reports whether s is an environment variable name: [A-Z_][A-Z0-9_]*.
+func envName(s string) bool {
+	for i := range len(s) {
+		b := s[i]
+		if !(b >= 'A' && b <= 'Z' || b == '_' || i > 0 && b >= '0' && b <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func (p *parser) upstream(path string, r *rawUpstream) Upstream {
@@ -535,10 +618,20 @@ func (p *parser) file(path, s string) string {
 		p.fail(path, "required")
 		return ""
 	}
+	return p.checkFile(path, s, true)
+}
+
+// checkFile is file for a non-empty s. Without show its problems say "the
+// file" instead of its path, for a field whose value may be a secret.
+func (p *parser) checkFile(path, s string, show bool) string {
 	f := p.resolve(s)
+	name := "the file"
+	if show {
+		name = quote(f)
+	}
 	fi, err := os.Stat(f)
 	if err == nil && !fi.Mode().IsRegular() {
-		p.fail(path, "%s is not a regular file", quote(f))
+		p.fail(path, "%s is not a regular file", name)
 		return f
 	}
 	if err == nil { // a FIFO could block here; only regular files get this far
@@ -550,11 +643,13 @@ func (p *parser) file(path, s string) string {
 	var pe *fs.PathError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		p.fail(path, "%s does not exist", quote(f))
+		p.fail(path, "%s does not exist", name)
 	case errors.As(err, &pe):
-		p.fail(path, "cannot read %s: %v", quote(f), pe.Err)
+		p.fail(path, "cannot read %s: %v", name, pe.Err)
+	case err != nil && show:
+		p.fail(path, "cannot read %s: %v", name, err)
 	case err != nil:
-		p.fail(path, "cannot read %s: %v", quote(f), err)
+		p.fail(path, "cannot read the file")
 	}
 	return f
 }
