@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/internal/emulator"
 	"github.com/tokenbroker/tokenbroker/keystore"
@@ -113,8 +113,7 @@ func printDevHelp(e *env, grpcAddr, httpAddr, emuURL, callerKey string, key *key
 	if _, err := os.Stat("bin/tools/grpcurl"); err == nil {
 		grpcurl = "bin/tools/grpcurl"
 	}
-	fp := sha256.Sum256([]byte(callerKey))
-	log.Info("dev mode: throwaway key and caller", "tenant", devTenant, "caller", devCaller, "caller_key_fp", hex.EncodeToString(fp[:6]), "key", key)
+	log.Info("dev mode: throwaway key and caller", "tenant", devTenant, "caller", devCaller, "caller_key_fp", broker.Fingerprint(callerKey), "key", key)
 	fmt.Fprintf(e.stdout, `
 tokenbroker dev is running (throwaway key and caller key; nothing is written to disk)
   gRPC      %[1]s   (plaintext, loopback)

@@ -247,12 +247,9 @@ func newGrant(a Grant) (grant, error) {
 	return g, nil
 }
 
-// Identity is an authenticated caller. The zero Identity is no caller: it
-// is not [Identity.Valid] and is allowed nothing.
+// Identity is an authenticated caller. The zero Identity is no caller and is
+// allowed nothing.
 type Identity struct{ c *caller }
-
-// Valid reports whether id is an authenticated caller, not the zero Identity.
-func (id Identity) Valid() bool { return id.c != nil }
 
 // Name is the caller's configured name; "" for the zero Identity.
 func (id Identity) Name() string {

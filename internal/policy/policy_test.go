@@ -120,7 +120,7 @@ func TestAuthenticate(t *testing.T) {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
 				}
-				if id.Valid() {
+				if id != (policy.Identity{}) {
 					t.Errorf("an error came with the identity %q", id.Name())
 				}
 				if tt.creds.BearerKey != "" && strings.Contains(err.Error(), tt.creds.BearerKey) {
@@ -131,8 +131,8 @@ func TestAuthenticate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("err = %v, want caller %q", err, tt.want)
 			}
-			if got, want := id.Name(), tt.want; got != want || !id.Valid() {
-				t.Errorf("caller = %q (valid %v), want %q", got, id.Valid(), want)
+			if got, want := id.Name(), tt.want; got != want || id == (policy.Identity{}) {
+				t.Errorf("caller = %q (zero %v), want %q", got, id == (policy.Identity{}), want)
 			}
 		})
 	}
@@ -267,8 +267,8 @@ func TestIdentity(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, want := tt.id.Valid(), tt.valid; got != want {
-				t.Errorf("Valid() = %v, want %v", got, want)
+			if got, want := tt.id != (policy.Identity{}), tt.valid; got != want {
+				t.Errorf("authenticated = %v, want %v", got, want)
 			}
 			if got, want := tt.id.Name(), tt.want; got != want {
 				t.Errorf("Name() = %q, want %q", got, want)
