@@ -109,6 +109,24 @@ func Generate(bits int) (*Key, error) {
 	return k, nil
 }
 
+// FromSigner makes a Key of a signer whose private half may be out of reach,
+// such as a key inside a hardware security module: the Key signs only
+// through signer.Sign. The public key must be RSA of 2048 to 4096 bits or EC
+// P-256. opts.KeyID, when set, is the key id (else the RFC 7638 thumbprint)
+// and opts.Algorithm the algorithm (else the key's default); the other
+// options concern files and are ignored. [Key.PrivatePEM] of such a Key is
+// nil unless signer is a private key type the standard library can export.
+func FromSigner(signer crypto.Signer, opts Options) (*Key, error) {
+	if signer == nil {
+		return nil, errors.New("keystore: no signer")
+	}
+	k, err := buildKey(signer, keyParams{id: opts.KeyID, alg: opts.Algorithm})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	return k, nil
+}
+
 // newKey wraps a signer with the default algorithm and the thumbprint as its
 // key id.
 func newKey(signer crypto.Signer) (*Key, error) {

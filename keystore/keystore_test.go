@@ -744,3 +744,85 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// opaqueSigner hides its private key behind crypto.Signer, as a hardware key
+// does: nothing but Public and Sign reaches it.
+type opaqueSigner struct{ s crypto.Signer }
+
+func (o opaqueSigner) Public() crypto.PublicKey { return o.s.Public() }
+func (o opaqueSigner) Sign(r io.Reader, d []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return o.s.Sign(r, d, opts)
+}
+
+func TestFromSigner(t *testing.T) {
+	rsaKey, err := sharedRSA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		signer crypto.Signer
+		opts   Options
+		alg    jose.SignatureAlgorithm
+		kid    string
+	}{
+		{"rsa default", opaqueSigner{rsaKey}, Options{}, jose.RS256, ""},
+		{"rsa PS256 with kid", opaqueSigner{rsaKey}, Options{Algorithm: jose.PS256, KeyID: "hsm-2026"}, jose.PS256, "hsm-2026"},
+		{"ec default", opaqueSigner{ecKey}, Options{}, jose.ES256, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, err := FromSigner(tc.signer, tc.opts)
+			if err != nil {
+				t.Fatalf("FromSigner: %v", err)
+			}
+			want := tc.kid
+			if want == "" {
+				want, _ = thumbprint(tc.signer.Public())
+			}
+			if k.ID() != want || k.Algorithm() != tc.alg {
+				t.Errorf("kid, alg = %q, %s; want %q, %s", k.ID(), k.Algorithm(), want, tc.alg)
+			}
+			if pem := k.PrivatePEM(); pem != nil {
+				t.Errorf("PrivatePEM of an opaque signer = %d bytes, want nil", len(pem))
+			}
+			tok, err := jwt.Signed(k.Signer()).Claims(jwt.Claims{Subject: "s"}).Serialize()
+			if err != nil {
+				t.Fatalf("sign: %v", err)
+			}
+			parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{tc.alg})
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			var c jwt.Claims
+			if err := parsed.Claims(k.PublicJWK(), &c); err != nil || c.Subject != "s" {
+				t.Errorf("verify with PublicJWK: %v (sub %q)", err, c.Subject)
+			}
+		})
+	}
+
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	for _, tc := range []struct {
+		name   string
+		signer crypto.Signer
+		opts   Options
+		want   error
+	}{
+		{"nil", nil, Options{}, nil},
+		{"ed25519", edKey, Options{}, errUnsupported},
+		{"misfit alg", opaqueSigner{ecKey}, Options{Algorithm: jose.RS256}, errAlgorithmFit},
+	} {
+		t.Run("refuses "+tc.name, func(t *testing.T) {
+			k, err := FromSigner(tc.signer, tc.opts)
+			if err == nil {
+				t.Fatalf("FromSigner = %v, want an error", k)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("error %v, want %v", err, tc.want)
+			}
+		})
+	}
+}

@@ -53,3 +53,44 @@ func (s *Set) JWKS() ([]byte, error) {
 	}
 	return bytes.Clone(s.jwks), nil
 }
+
+// Directory publishes several named key sets (the broker names them by
+// tenant) and their union. It is immutable and safe for concurrent use.
+type Directory struct {
+	all  *Set
+	sets map[string]*Set
+}
+
+// NewDirectory returns the directory of the given named sets of keys; the
+// union holds each key once (by key id).
+func NewDirectory(keys map[string][]*Key) *Directory {
+	d := &Directory{sets: make(map[string]*Set, len(keys))}
+	var all []*Key
+	for name, ks := range keys {
+		d.sets[name] = NewSet(ks...)
+		all = append(all, ks...)
+	}
+	d.all = NewSet(all...)
+	return d
+}
+
+// JWKS returns the JWK Set of the keys named name, or of every key when name
+// is ""; ok is false when no set has that name. A nil Directory holds no
+// sets: its union is the empty set.
+func (d *Directory) JWKS(name string) (jwks []byte, ok bool, err error) {
+	if d == nil {
+		if name != "" {
+			return nil, false, nil
+		}
+		b, err := (*Set)(nil).JWKS()
+		return b, true, err
+	}
+	s := d.all
+	if name != "" {
+		if s, ok = d.sets[name]; !ok {
+			return nil, false, nil
+		}
+	}
+	b, err := s.JWKS()
+	return b, true, err
+}

@@ -101,3 +101,50 @@ func TestNilSet(t *testing.T) {
 		t.Errorf("(*Set)(nil).JWKS() = %s, want %s", got, want)
 	}
 }
+
+func TestDirectory(t *testing.T) {
+	k1, k2 := testKey(), testKey2()
+	kids := func(raw []byte) []string {
+		t.Helper()
+		var set jose.JSONWebKeySet
+		if err := json.Unmarshal(raw, &set); err != nil {
+			t.Fatalf("not a JWK Set: %v\n%s", err, raw)
+		}
+		var ids []string
+		for _, k := range set.Keys {
+			ids = append(ids, k.KeyID)
+		}
+		return ids
+	}
+	sorted := func(ids ...string) []string { slices.Sort(ids); return ids }
+
+	d := NewDirectory(map[string][]*Key{"a": {k1}, "b": {k1, k2}, "empty": nil})
+	for _, tc := range []struct {
+		name string
+		ok   bool
+		want []string
+	}{
+		{"", true, sorted(k1.ID(), k2.ID())}, // the union, each key once
+		{"a", true, []string{k1.ID()}},
+		{"b", true, sorted(k1.ID(), k2.ID())},
+		{"empty", true, nil},
+		{"unknown", false, nil},
+	} {
+		raw, ok, err := d.JWKS(tc.name)
+		if err != nil || ok != tc.ok {
+			t.Errorf("JWKS(%q) = ok %v, err %v; want ok %v", tc.name, ok, err, tc.ok)
+			continue
+		}
+		if ok && !slices.Equal(kids(raw), tc.want) {
+			t.Errorf("JWKS(%q) kids = %q, want %q", tc.name, kids(raw), tc.want)
+		}
+	}
+
+	var nilDir *Directory
+	if raw, ok, err := nilDir.JWKS(""); err != nil || !ok || string(raw) != `{"keys":[]}` {
+		t.Errorf("nil Directory JWKS(\"\") = %s, %v, %v; want the empty set", raw, ok, err)
+	}
+	if _, ok, _ := nilDir.JWKS("a"); ok {
+		t.Errorf("nil Directory JWKS(\"a\") ok, want not found")
+	}
+}
