@@ -2,15 +2,20 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/keystore"
 )
@@ -56,33 +61,139 @@ func cmdHashKey(_ context.Context, args []string, e *env) int {
 	return 0
 }
 
+// The certificate validity keygen accepts, in days: up to about ten years.
+const (
+	defaultCertDays = 365
+	maxCertDays     = 3650
+)
+
+// keygenFile is one file keygen writes.
+type keygenFile struct {
+	path string
+	data []byte
+	mode os.FileMode
+	what string // what the file is and what to do with it, for the operator
+}
+
 func cmdKeygen(_ context.Context, args []string, e *env) int {
 	fs := newFlags("keygen", e)
-	out := fs.String("out", "", "where to write the private key (PKCS#8 PEM, mode 0600); the public key goes to OUT.pub (required)")
-	bits := fs.Int("bits", 2048, "RSA key size: 2048, 3072 or 4096")
+	out := fs.String("out", "", "where to write the private key (PKCS#8 PEM, mode 0600); OUT.pub, OUT.crt and OUT.jwks.json go beside it (required)")
+	typ := fs.String("type", "rsa", "key type: rsa (RS256) or ec (P-256, ES256)")
+	bits := fs.Int("bits", 2048, "RSA key size: 2048, 3072 or 4096 (--type rsa only)")
+	subject := fs.String("subject", "tokenbroker", "common name (CN) of the self-signed certificate OUT.crt")
+	days := fs.Int("days", defaultCertDays, fmt.Sprintf("validity of the certificate OUT.crt, in days (1 to %d)", maxCertDays))
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
+	bitsSet := false
+	fs.Visit(func(f *flag.Flag) { bitsSet = bitsSet || f.Name == "bits" })
 	if *out == "" {
 		return e.errorf("keygen: --out is required")
 	}
-	pub := *out + ".pub"
-	// Check both first, so a refusal leaves nothing half-written behind.
-	for _, p := range []string{*out, pub} {
-		if _, err := os.Lstat(p); err == nil {
-			return e.errorf("keygen: refusing to overwrite %s: file already exists", p)
+	switch *typ {
+	case "rsa":
+		switch *bits {
+		case 2048, 3072, 4096:
+		default:
+			return e.errorf("keygen: --bits %d: want 2048, 3072 or 4096", *bits)
+		}
+	case "ec":
+		if bitsSet {
+			return e.errorf("keygen: --bits is for RSA keys only; an EC key is always P-256 (leave out --bits, or use --type rsa)")
+		}
+	default:
+		return e.errorf("keygen: --type %q: want rsa or ec", *typ)
+	}
+	if *days < 1 || *days > maxCertDays {
+		return e.errorf("keygen: --days %d: want 1 to %d", *days, maxCertDays)
+	}
+
+	files := []keygenFile{
+		{path: *out, mode: 0o600},
+		{path: *out + ".pub", mode: 0o644},
+		{path: *out + ".crt", mode: 0o644},
+		{path: *out + ".jwks.json", mode: 0o644},
+	}
+	// Check every path first, so a refusal leaves nothing behind.
+	for _, f := range files {
+		_, err := os.Lstat(f.path)
+		if err == nil {
+			return e.errorf("keygen: refusing to overwrite %s: file already exists (keygen writes %s); choose another --out or move the old files away",
+				f.path, strings.Join(keygenPaths(files), ", "))
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return e.errorf("keygen: %v", err)
 		}
 	}
-	key, err := keystore.Generate(*bits)
+
+	var key *keystore.Key
+	var err error
+	if *typ == "ec" {
+		key, err = keystore.GenerateEC()
+	} else {
+		key, err = keystore.Generate(*bits)
+	}
 	if err != nil {
 		return e.errorf("keygen: %v", err)
 	}
-	if err := keystore.WriteFileExclusive(*out, key.PrivatePEM(), 0o600); err != nil {
+	notBefore := time.Now().UTC().Truncate(time.Second)
+	notAfter := notBefore.AddDate(0, 0, *days)
+	cert, err := key.SelfSignedCertificate(*subject, notBefore, notAfter)
+	if err != nil {
 		return e.errorf("keygen: %v", err)
 	}
-	if err := keystore.WriteFileExclusive(pub, key.PublicPEM(), 0o644); err != nil {
+	jwks, err := keystore.NewSet(key).JWKS()
+	if err != nil {
 		return e.errorf("keygen: %v", err)
 	}
-	fmt.Fprintf(e.stdout, "private key: %s (keep it secret; tokenbroker reads it)\npublic key:  %s (upload it to the upstream, e.g. Pismo's Control Center)\nkid:         %s\n", *out, pub, key.ID())
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, jwks, "", "  "); err != nil {
+		return e.errorf("keygen: JWK Set: %v", err)
+	}
+	pretty.WriteByte('\n')
+
+	files[0].data, files[0].what = key.PrivatePEM(), "private key (PKCS#8 PEM): keep it secret; tokenbroker reads it (key_file)"
+	files[1].data, files[1].what = key.PublicPEM(), "public key (PEM): upload it to the upstream, e.g. Pismo's Control Center"
+	files[2].data, files[2].what = cert, fmt.Sprintf("self-signed certificate (CN=%s, valid until %s): upload it instead where the upstream wants a certificate",
+		*subject, notAfter.Format(time.DateOnly))
+	files[3].data, files[3].what = pretty.Bytes(), "public JWK Set: for providers that take one inline; the broker also serves it at /.well-known/jwks.json"
+	if err := writeAll(files); err != nil {
+		return e.errorf("keygen: %v", err)
+	}
+
+	width := 0
+	for _, f := range files {
+		width = max(width, len(f.path))
+	}
+	fmt.Fprintln(e.stdout, "wrote:")
+	for _, f := range files {
+		fmt.Fprintf(e.stdout, "  %-*s  %s\n", width, f.path, f.what)
+	}
+	fmt.Fprintf(e.stdout, "kid: %s\nalg: %s\n", key.ID(), key.Algorithm())
 	return 0
+}
+
+// keygenPaths lists the paths of files.
+func keygenPaths(files []keygenFile) []string {
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.path
+	}
+	return paths
+}
+
+// writeAll writes each file, never overwriting one; if a write fails, it
+// removes the files it already wrote, so that no half set is left behind.
+func writeAll(files []keygenFile) error {
+	for i, f := range files {
+		if err := keystore.WriteFileExclusive(f.path, f.data, f.mode); err != nil {
+			for _, done := range files[:i] {
+				if rerr := os.Remove(done.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+					err = errors.Join(err, fmt.Errorf("remove what this run wrote: %w", rerr))
+				}
+			}
+			return err
+		}
+	}
+	return nil
 }

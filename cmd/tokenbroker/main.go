@@ -21,7 +21,8 @@ Usage:
   tokenbroker serve --config FILE         run the broker
   tokenbroker dev                         run the broker on a built-in emulator with a throwaway key (make run)
   tokenbroker emulate [flags]             run the Pismo token endpoint emulator alone
-  tokenbroker keygen --out FILE           make an RSA key pair: FILE (private, 0600) and FILE.pub (public PEM)
+  tokenbroker keygen --out FILE           make a key (--type rsa|ec): FILE (private, 0600), FILE.pub (public PEM),
+                                          FILE.crt (self-signed certificate) and FILE.jwks.json (public JWK Set)
   tokenbroker hash-key [--stdin]          make a caller key and print it with the hash for the config
   tokenbroker token [flags]               ask a broker for a token (the client)
   tokenbroker check-config --config FILE  check a config file and the keys it names

@@ -21,7 +21,6 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/tokenbroker/tokenbroker/internal/testkit"
-	"github.com/tokenbroker/tokenbroker/keystore"
 )
 
 // runCmd runs a command to completion in-process.
@@ -164,39 +163,6 @@ func TestHashKey(t *testing.T) {
 	}
 	if code, _, _ := runCmd(t, "", "hash-key", "--stdin"); code == 0 {
 		t.Error("hash-key --stdin with no input succeeded")
-	}
-}
-
-func TestKeygen(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "tn.pem")
-	code, stdout, stderr := runCmd(t, "", "keygen", "--out", out)
-	if code != 0 {
-		t.Fatalf("keygen failed: %s", stderr)
-	}
-	for path, want := range map[string]os.FileMode{out: 0o600, out + ".pub": 0o644} {
-		fi, err := os.Stat(path)
-		if err != nil || fi.Mode().Perm() != want {
-			t.Errorf("%s: %v mode %v, want %v", path, err, fi.Mode().Perm(), want)
-		}
-	}
-	key, err := keystore.LoadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(stdout, key.ID()) {
-		t.Errorf("keygen output %q does not name the kid %s", stdout, key.ID())
-	}
-	if code, _, stderr := runCmd(t, "", "keygen", "--out", out); code == 0 || !strings.Contains(stderr, "exist") {
-		t.Errorf("keygen over an existing file: exit %d, %q; want a refusal", code, stderr)
-	}
-	// Only the private key exists: still refused, and no .pub is left behind.
-	other := filepath.Join(t.TempDir(), "other.pem")
-	os.WriteFile(other, []byte("x"), 0o600)
-	if code, _, _ := runCmd(t, "", "keygen", "--out", other); code == 0 {
-		t.Error("keygen over an existing private key file succeeded")
-	}
-	if _, err := os.Stat(other + ".pub"); err == nil {
-		t.Error("a refused keygen left a .pub file behind")
 	}
 }
 
