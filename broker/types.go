@@ -129,6 +129,11 @@ func (noMetrics) Exchange(string, time.Duration, error) {}
 // ErrUnknownTenant is returned by exchangers for a tenant they do not serve.
 var ErrUnknownTenant = errors.New("broker: unknown tenant")
 
+// ErrNotSupported is returned (wrapped, with what and why) by exchangers
+// for a request their upstream cannot carry, such as an account id for an
+// upstream that issues client tokens only.
+var ErrNotSupported = errors.New("broker: the tenant's upstream cannot carry this request")
+
 // ErrTTLUnattainable means even a freshly exchanged token has less life than
 // the caller's min_ttl plus the skew margin: the caller asks for more than the
 // upstream grants.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc/codes"
@@ -38,6 +39,8 @@ func classify(err error) (codes.Code, string) {
 		// Same words as a policy denial: an unknown tenant looks like a
 		// forbidden one.
 		return codes.PermissionDenied, "the caller may not have this tenant"
+	case errors.Is(err, broker.ErrNotSupported):
+		return codes.InvalidArgument, strings.TrimPrefix(err.Error(), "broker: ")
 	case errors.Is(err, broker.ErrTTLUnattainable):
 		return codes.FailedPrecondition, "min_ttl is longer than the upstream's token lifetime allows; ask for less"
 	case errors.As(err, &xe):

@@ -440,8 +440,45 @@ func TestHTTPEndpoints(t *testing.T) {
 	if err := jsonUnmarshal(body, &set); err != nil || len(set.Keys) != 1 || set.Keys[0].KeyID != tenantKey().ID() || !set.Keys[0].IsPublic() {
 		t.Errorf("JWKS = %s (%v), want the tenant's public key", body, err)
 	}
-	if resp, _ := get("/.well-known/jwks.json", "If-None-Match", resp.Header.Get("ETag")); resp.StatusCode != http.StatusNotModified {
-		t.Errorf("JWKS with a matching If-None-Match = %d, want 304", resp.StatusCode)
+	etag := resp.Header.Get("ETag")
+	for _, tc := range []struct {
+		path, inm string
+		status    int
+	}{
+		{"/.well-known/jwks.json", etag, http.StatusNotModified},
+		{"/.well-known/jwks.json", `W/"other", ` + etag, http.StatusNotModified},
+		{"/.well-known/jwks.json", "*", http.StatusNotModified},
+		{"/.well-known/jwks.json", `"other"`, http.StatusOK},
+		{"/tenants/" + tenantA + "/jwks.json", "", http.StatusOK},
+		{"/tenants/" + tenantB + "/jwks.json", etag, http.StatusNotModified}, // the same key: the same set
+		{"/tenants/nope/jwks.json", "", http.StatusNotFound},
+		{"/tenants//jwks.json", "", http.StatusNotFound},
+		{"/tenants/" + tenantA + "/jwks.json/x", "", http.StatusNotFound},
+	} {
+		var hdr []string
+		if tc.inm != "" {
+			hdr = []string{"If-None-Match", tc.inm}
+		}
+		resp, body := get(tc.path, hdr...)
+		if resp.StatusCode != tc.status {
+			t.Errorf("GET %s (If-None-Match %s) = %d, want %d", tc.path, tc.inm, resp.StatusCode, tc.status)
+			continue
+		}
+		if tc.status == http.StatusNotFound {
+			continue
+		}
+		if got := resp.Header.Get("Cache-Control"); got != "public, max-age=300" || resp.Header.Get("ETag") != etag {
+			t.Errorf("GET %s: Cache-Control %q, ETag %q; want public, max-age=300 and %s", tc.path, got, resp.Header.Get("ETag"), etag)
+		}
+		if tc.status == http.StatusOK {
+			var set jose.JSONWebKeySet
+			if err := jsonUnmarshal(body, &set); err != nil || len(set.Keys) != 1 || set.Keys[0].KeyID != tenantKey().ID() {
+				t.Errorf("GET %s = %s (%v), want the tenant's public key", tc.path, body, err)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/jwk-set+json" {
+				t.Errorf("GET %s: Content-Type %q", tc.path, ct)
+			}
+		}
 	}
 
 	_, metrics := get("/metrics")
@@ -579,4 +616,23 @@ func scrape(t *testing.T, h *harness) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// failing is a token source that fails every call with err.
+type failing struct{ err error }
+
+func (f failing) Token(context.Context, broker.Request, broker.Options) (broker.Token, broker.Status, error) {
+	return broker.Token{}, broker.StatusMiss, f.err
+}
+
+// A request the tenant's upstream cannot carry is the caller's to fix:
+// INVALID_ARGUMENT, saying what and why.
+func TestNotSupportedIsInvalidArgument(t *testing.T) {
+	err := fmt.Errorf("%w: tenant %s's upstream issues client tokens only; uid is not supported", broker.ErrNotSupported, tenantA)
+	h := newHarness(t, harnessOptions{tokens: failing{err}})
+	_, got := h.get(context.Background(), keyFull, okReq())
+	st := status.Convert(got)
+	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "uid is not supported") || strings.HasPrefix(st.Message(), "broker:") {
+		t.Errorf("got %v %q, want InvalidArgument saying uid is not supported", st.Code(), st.Message())
+	}
 }
