@@ -144,7 +144,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	metrics := h.metrics(reg)
-	scfg := server.Config{Tokens: tokens, Callers: pol, Keys: keystore.NewSet(key), Logger: log,
+	scfg := server.Config{Tokens: tokens, Callers: pol, Keys: keystore.NewDirectory(map[string][]*keystore.Key{tenantA: {key}, tenantB: {key}}), Logger: log,
 		Registry: reg, ShutdownGrace: opts.grace, Auditor: opts.auditor, Metrics: metrics, Clock: opts.clock}
 	if opts.pki != nil {
 		scfg.TLS, scfg.ClientCAs = opts.pki.serverTLS(), opts.pki.caPool

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -13,6 +14,7 @@ import (
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
+	mux.HandleFunc("GET /tenants/{id}/jwks.json", s.serveJWKS)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
@@ -30,27 +32,51 @@ func (s *Server) httpHandler() http.Handler {
 	return mux
 }
 
+// serveJWKS serves the published keys of the tenant named in the path, or of
+// every tenant: cacheable, with an ETag so that verifiers polling it get a
+// 304 until a rotation changes it.
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	body := []byte(`{"keys":[]}`)
+	tenant := r.PathValue("id")
+	body, ok, err := []byte(`{"keys":[]}`), tenant == "", error(nil)
 	if s.cfg.Keys != nil {
-		b, err := s.cfg.Keys.JWKS()
-		if err != nil {
-			s.log.ErrorContext(r.Context(), "JWKS unavailable", "error", err)
-			http.Error(w, "JWKS unavailable", http.StatusInternalServerError)
-			return
-		}
-		body = b
+		body, ok, err = s.cfg.Keys.JWKS(tenant)
+	}
+	switch {
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "JWKS unavailable", "tenant", tenant, "error", err)
+		http.Error(w, "JWKS unavailable", http.StatusInternalServerError)
+		return
+	case !ok:
+		http.Error(w, "unknown tenant", http.StatusNotFound)
+		return
 	}
 	sum := sha256.Sum256(body)
-	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
+	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
 	w.Header().Set("Content-Type", "application/jwk-set+json")
-	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("Cache-Control", jwksCacheControl)
 	w.Header().Set("ETag", etag)
-	if r.Header.Get("If-None-Match") == etag {
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
 	w.Write(body)
+}
+
+// jwksCacheControl lets verifiers cache the JWKS for five minutes: the
+// least time a new key must be published (state next) before it signs.
+const jwksCacheControl = "public, max-age=300"
+
+// etagMatch reports whether an If-None-Match header names etag: "*", or a
+// comma-separated list holding it, weak or strong (RFC 9110 §13.1.2 compares
+// weakly).
+func etagMatch(header, etag string) bool {
+	for _, tag := range strings.Split(header, ",") {
+		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+		if tag == "*" || tag == etag {
+			return true
+		}
+	}
+	return false
 }
 
 // slogPrinter lets promhttp report through the server's logger.

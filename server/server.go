@@ -43,9 +43,12 @@ type Authenticator interface {
 	Authenticate(creds policy.Credentials) (policy.Identity, error)
 }
 
-// PublicKeys is what the JWKS endpoint serves; the keystore satisfies it.
+// PublicKeys is what the JWKS endpoints serve; a [keystore.Directory]
+// satisfies it.
 type PublicKeys interface {
-	JWKS() ([]byte, error)
+	// JWKS returns the JWK Set of tenant's published keys, or of every
+	// tenant's when tenant is ""; ok is false for an unknown tenant.
+	JWKS(tenant string) (jwks []byte, ok bool, err error)
 }
 
 // DefaultShutdownGrace bounds how long in-flight calls may finish on stop.
@@ -59,7 +62,8 @@ const maxRequestBytes = 64 << 10
 type Config struct {
 	Tokens  TokenSource
 	Callers Authenticator
-	// Keys is served at /.well-known/jwks.json; nil serves an empty set.
+	// Keys are served at /.well-known/jwks.json (every tenant's) and
+	// /tenants/{id}/jwks.json; nil serves an empty set and no tenants.
 	Keys PublicKeys
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger

@@ -21,7 +21,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/internal/upstream"
-	"github.com/tokenbroker/tokenbroker/keystore"
 	"github.com/tokenbroker/tokenbroker/server"
 )
 
@@ -39,12 +38,26 @@ type app struct {
 
 	settle   time.Duration // how long file events must pause before a reload
 	mu       sync.Mutex    // one reload at a time
+	keysMu   sync.Mutex
+	retiring map[*keyring]*time.Timer // replaced keyrings, each closed when its timer fires
 	reloads  *prometheus.CounterVec
 	reloaded atomic.Int64 // reload attempts finished, either way; tests wait on it
 }
 
-func newApp(path string, cfg *config.Config, keys map[string]*keystore.Key, log *slog.Logger) (*app, error) {
-	a := &app{log: log, path: path, cfg: cfg, client: upstream.NewHTTPClient(), settle: 100 * time.Millisecond}
+// keyCloseDelay is how long a keyring replaced by a reload stays open:
+// exchanges that began before the reload may still be signing with its keys.
+const keyCloseDelay = time.Minute
+
+// newApp builds a broker from a validated config and its keys, which it
+// owns from then on: it closes them, whether it fails or runs.
+func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a *app, err error) {
+	defer func() {
+		if err != nil {
+			keys.Close()
+		}
+	}()
+	a = &app{log: log, path: path, cfg: cfg, client: upstream.NewHTTPClient(), settle: 100 * time.Millisecond,
+		retiring: map[*keyring]*time.Timer{}}
 	st, err := buildState(cfg, keys, a.client)
 	if err != nil {
 		return nil, err
@@ -128,7 +141,47 @@ func (a *app) run(ctx context.Context, grpcLis, httpLis net.Listener, hup <-chan
 	<-watched
 	stopAudit() // after the server: calls that finished during the drain are recorded
 	<-auditDone
+	a.closeKeys()
 	return err
+}
+
+// retireKeys closes a keyring a reload replaced once exchanges that began
+// with it have had keyCloseDelay to finish signing.
+func (a *app) retireKeys(r *keyring) {
+	if r == nil || len(r.closers) == 0 {
+		return
+	}
+	a.keysMu.Lock()
+	defer a.keysMu.Unlock()
+	a.retiring[r] = time.AfterFunc(keyCloseDelay, func() {
+		a.keysMu.Lock()
+		_, ok := a.retiring[r]
+		delete(a.retiring, r)
+		a.keysMu.Unlock()
+		if ok {
+			a.closeKeyring(r)
+		}
+	})
+}
+
+// closeKeys closes the keyrings waiting to be retired and the current one,
+// once the server has stopped.
+func (a *app) closeKeys() {
+	a.keysMu.Lock()
+	retiring := a.retiring
+	a.retiring = map[*keyring]*time.Timer{}
+	a.keysMu.Unlock()
+	for r, t := range retiring {
+		t.Stop()
+		a.closeKeyring(r)
+	}
+	a.closeKeyring(a.live.cur.Load().keys)
+}
+
+func (a *app) closeKeyring(r *keyring) {
+	if err := r.Close(); err != nil {
+		a.log.Warn("closing keys", "error", err)
+	}
 }
 
 // startWatch watches the config file's directory (editors and Kubernetes
@@ -183,7 +236,9 @@ func (a *app) watch(ctx context.Context, w *fsnotify.Watcher, hup <-chan os.Sign
 
 // reload reads, validates and builds the whole new state before swapping it
 // in; a config that fails anywhere is refused whole and the old one keeps
-// serving. Cached tokens of tenants whose identity changed are dropped.
+// serving. Cached tokens of tenants whose identity changed are dropped; a
+// key rotation alone keeps them (they stay valid upstream), and the new
+// active key signs the next exchange.
 func (a *app) reload(trigger string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -191,7 +246,9 @@ func (a *app) reload(trigger string) error {
 	cfg, keys, err := loadAll(a.path)
 	var st *state
 	if err == nil {
-		st, err = buildState(cfg, keys, a.client)
+		if st, err = buildState(cfg, keys, a.client); err != nil {
+			keys.Close()
+		}
 	}
 	if err != nil {
 		a.reloads.WithLabelValues("failure").Inc()
@@ -202,6 +259,7 @@ func (a *app) reload(trigger string) error {
 		a.log.Warn("config changes that take effect only on restart were not applied", "fields", fields)
 	}
 	old := a.live.cur.Swap(st)
+	a.retireKeys(old.keys)
 	var dropped []string
 	for id, was := range old.tenantIDs {
 		if st.tenantIDs[id] != was {
@@ -210,6 +268,7 @@ func (a *app) reload(trigger string) error {
 		}
 	}
 	a.reloads.WithLabelValues("success").Inc()
+	logTenants(a.log, cfg, keys)
 	a.log.Info("config reloaded", "trigger", trigger, "tenants", len(cfg.Tenants), "callers", len(cfg.Callers), "tokens_dropped_for", dropped)
 	return nil
 }

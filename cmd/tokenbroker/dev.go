@@ -89,7 +89,8 @@ func cmdDev(ctx context.Context, args []string, e *env) int {
 			Allow:        []config.Grant{{Tenant: devTenant, Groups: []string{"pismo-v1:*"}, AccountTokens: true}},
 		}},
 	}
-	a, err := newApp("", cfg, map[string]*keystore.Key{devTenant: key}, log)
+	keys := &keyring{tenants: map[string]tenantKeys{devTenant: {active: key, published: []*keystore.Key{key}}}}
+	a, err := newApp("", cfg, keys, log)
 	if err != nil {
 		return e.errorf("dev: %v", err)
 	}

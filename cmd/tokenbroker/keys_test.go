@@ -272,7 +272,7 @@ func TestCheckConfigKeyID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := keysByTenant[cfg.Tenants[0].ID].ID(), "kid-b"; got != want {
+	if got, want := keysByTenant.tenants[cfg.Tenants[0].ID].active.ID(), "kid-b"; got != want {
 		t.Errorf("loaded key %q, want %q", got, want)
 	}
 }

@@ -46,6 +46,7 @@ type reloadRig struct {
 	logs    *testkit.Buffer
 	hup     chan os.Signal
 	key     string
+	httpURL string // the JWKS, health and metrics endpoints
 }
 
 const rigKey = "tbk_reload-test-caller"
@@ -86,9 +87,14 @@ func newReloadRig(t *testing.T, tenantAudiences map[string]string, groups []stri
 	if err != nil {
 		t.Fatal(err)
 	}
+	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.httpURL = "http://" + httpLis.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.app.run(ctx, lis, nil, r.hup) }()
+	go func() { done <- r.app.run(ctx, lis, httpLis, r.hup) }()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

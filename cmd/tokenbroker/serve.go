@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/tokenbroker/tokenbroker/internal/config"
-	"github.com/tokenbroker/tokenbroker/keystore"
 )
 
 func cmdServe(ctx context.Context, args []string, e *env) int {
@@ -57,8 +56,9 @@ func cmdCheckConfig(_ context.Context, args []string, e *env) int {
 	if *path == "" {
 		return e.errorf("check-config: --config is required")
 	}
-	cfg, _, err := loadAll(*path)
+	cfg, keys, err := loadAll(*path)
 	if err == nil {
+		keys.Close()
 		_, _, err = loadTLS(cfg.TLS)
 	}
 	if err != nil {
@@ -70,8 +70,9 @@ func cmdCheckConfig(_ context.Context, args []string, e *env) int {
 }
 
 // loadAll reads and validates the config, then loads the keys it names. Its
-// error lists one problem per line, each naming the field.
-func loadAll(path string) (*config.Config, map[string]*keystore.Key, error) {
+// error lists one problem per line, each naming the field. The caller closes
+// the keyring.
+func loadAll(path string) (*config.Config, *keyring, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		var ce *config.Error

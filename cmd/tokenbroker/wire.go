@@ -6,17 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"regexp"
-	"strings"
 	"sync/atomic"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -27,83 +24,17 @@ import (
 	"github.com/tokenbroker/tokenbroker/keystore"
 )
 
-// loadKeys loads every tenant's key file with its options (passphrase, key
-// id, algorithm, the group-readable override), reporting each failure on its
-// own line naming the field. A pismo_oidc tenant's key must sign RS256.
-func loadKeys(cfg *config.Config) (map[string]*keystore.Key, error) {
-	keys := make(map[string]*keystore.Key, len(cfg.Tenants))
-	var problems []string
-	for i, t := range cfg.Tenants {
-		passphrase, err := readPassphrase(i, t)
-		if err != nil {
-			problems = append(problems, err.Error())
-			continue
-		}
-		k, err := keystore.LoadFileWithOptions(t.KeyFile, keystore.Options{
-			Passphrase:         passphrase,
-			KeyID:              t.KeyID,
-			Algorithm:          jose.SignatureAlgorithm(t.Alg),
-			AllowGroupReadable: t.AllowGroupReadableKey,
-		})
-		clear(passphrase)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("tenants[%d].key_file: %v", i, err))
-			continue
-		}
-		if t.Upstream.Kind == "pismo_oidc" && k.Algorithm() != jose.RS256 {
-			problems = append(problems, fmt.Sprintf("tenants[%d].key_file: %s signs %s, but a pismo_oidc upstream verifies RS256 only; use an RSA key",
-				i, t.KeyFile, k.Algorithm()))
-			continue
-		}
-		keys[t.ID] = k
-	}
-	if len(problems) > 0 {
-		return nil, errors.New(strings.Join(problems, "\n"))
-	}
-	return keys, nil
-}
-
-// readPassphrase returns the passphrase of tenant i's key from its file
-// (checked like a private key file, its trailing newline trimmed) or its
-// environment variable, or nil when it has neither. The caller clears it.
-// Errors name the field, never the passphrase.
-func readPassphrase(i int, t config.Tenant) ([]byte, error) {
-	switch {
-	case t.KeyPassphraseFile != "":
-		data, err := keystore.ReadPrivateFile(t.KeyPassphraseFile)
-		if err != nil {
-			return nil, fmt.Errorf("tenants[%d].key_passphrase_file: %w", i, err)
-		}
-		passphrase := data
-		if n := len(passphrase); n > 0 && passphrase[n-1] == '\n' {
-			passphrase = passphrase[:n-1]
-			if n := len(passphrase); n > 0 && passphrase[n-1] == '\r' {
-				passphrase = passphrase[:n-1]
-			}
-		}
-		if len(passphrase) == 0 {
-			clear(data)
-			return nil, fmt.Errorf("tenants[%d].key_passphrase_file: %s is empty", i, t.KeyPassphraseFile)
-		}
-		return passphrase, nil // clearing it clears data up to the newline
-	case t.KeyPassphraseEnv != "":
-		v := os.Getenv(t.KeyPassphraseEnv)
-		if v == "" {
-			return nil, fmt.Errorf("tenants[%d].key_passphrase_env: %s is not set", i, t.KeyPassphraseEnv)
-		}
-		return []byte(v), nil // the string itself cannot be cleared
-	}
-	return nil, nil
-}
-
 // state is everything a reload replaces, as one value: callers and their
 // allowlists, tenants' exchangers and the published keys.
 type state struct {
 	policy  *policy.Policy
 	tenants upstream.Tenants
-	keys    *keystore.Set
-	// tenantIDs says, per tenant, what its tokens were obtained with; a
-	// reload drops the cached tokens of a tenant whose identity changed.
+	keys    *keyring
+	jwks    *keystore.Directory
+	// tenantIDs says, per tenant, where and as whom its tokens were
+	// obtained; a reload drops the cached tokens of a tenant whose identity
+	// changed. The signing key is not part of it: a rotated key signs the
+	// next exchange, and the tokens obtained with the old one stay valid.
 	tenantIDs map[string]string
 }
 
@@ -120,18 +51,18 @@ func (l *live) Exchange(ctx context.Context, req broker.Request) (broker.Token, 
 	return l.cur.Load().tenants.Exchange(ctx, req)
 }
 
-func (l *live) JWKS() ([]byte, error) { return l.cur.Load().keys.JWKS() }
+func (l *live) JWKS(tenant string) ([]byte, bool, error) { return l.cur.Load().jwks.JWKS(tenant) }
 
-// buildState turns a validated config and its keys into a state.
-func buildState(cfg *config.Config, keys map[string]*keystore.Key, client *http.Client) (*state, error) {
-	st := &state{tenants: make(upstream.Tenants, len(cfg.Tenants)), tenantIDs: make(map[string]string, len(cfg.Tenants))}
-	published := make([]*keystore.Key, 0, len(keys))
+// buildState turns a validated config and its keys into a state, which
+// holds the keyring from then on.
+func buildState(cfg *config.Config, keys *keyring, client *http.Client) (*state, error) {
+	st := &state{tenants: make(upstream.Tenants, len(cfg.Tenants)), keys: keys, jwks: keys.directory(),
+		tenantIDs: make(map[string]string, len(cfg.Tenants))}
 	for i, t := range cfg.Tenants {
-		key, ok := keys[t.ID]
-		if !ok {
-			return nil, fmt.Errorf("tenants[%d]: no key loaded", i)
+		key := keys.tenants[t.ID].active
+		if key == nil {
+			return nil, fmt.Errorf("tenants[%d]: no active key loaded", i)
 		}
-		published = append(published, key)
 		x, err := upstream.NewPismo(upstream.PismoConfig{
 			TenantID:          t.ID,
 			TokenURL:          t.Upstream.TokenURL,
@@ -148,11 +79,10 @@ func buildState(cfg *config.Config, keys map[string]*keystore.Key, client *http.
 			return nil, fmt.Errorf("tenants[%d]: %w", i, err)
 		}
 		st.tenants[t.ID] = x
-		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s",
-			t.Upstream.Kind, t.Upstream.TokenURL, t.Issuer, t.Subject, t.Audience, key.ID(), t.UIDMode, t.AssertionLifetime))
+		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%s",
+			t.Upstream.Kind, t.Upstream.TokenURL, t.Issuer, t.Subject, t.Audience, t.UIDMode))
 		st.tenantIDs[t.ID] = hex.EncodeToString(sum[:])
 	}
-	st.keys = keystore.NewSet(published...)
 
 	callers := make([]policy.Caller, len(cfg.Callers))
 	for i, c := range cfg.Callers {
@@ -249,8 +179,12 @@ func listen(grpcAddr, httpAddr string) (grpcLis, httpLis net.Listener, err error
 	return grpcLis, httpLis, nil
 }
 
-func logTenants(log *slog.Logger, cfg *config.Config, keys map[string]*keystore.Key) {
+// logTenants logs each tenant's upstream, its signing key and the keys it
+// publishes (types and key ids only).
+func logTenants(log *slog.Logger, cfg *config.Config, keys *keyring) {
 	for _, t := range cfg.Tenants {
-		log.Info("tenant", "id", t.ID, "upstream", t.Upstream.Kind, "token_url", t.Upstream.TokenURL.Redacted(), "key", keys[t.ID])
+		tk := keys.tenants[t.ID]
+		log.Info("tenant", "id", t.ID, "upstream", t.Upstream.Kind, "token_url", t.Upstream.TokenURL.Redacted(),
+			"key", tk.active, "published", len(tk.published))
 	}
 }

@@ -46,7 +46,7 @@ type Listen struct {
 
 // TLS holds the files of the gRPC listener's TLS. Each path is absolute, or
 // resolved against the base directory given to [Parse] like
-// [Tenant.KeyFile], and each file existed and was a regular file when the
+// [Key.File], and each file existed and was a regular file when the
 // config was parsed; reading them is the caller's work.
 type TLS struct {
 	// CertFile holds the server's PEM certificate chain.
@@ -62,7 +62,7 @@ type TLS struct {
 // Audit says where the audit trail goes and what happens when it cannot be
 // written.
 type Audit struct {
-	// File is the trail's path, resolved like [Tenant.KeyFile], or "-" for
+	// File is the trail's path, resolved like [Key.File], or "-" for
 	// standard output. A file need not exist yet; its directory did.
 	File string
 	// FailClosed refuses calls while the trail cannot be written; by
@@ -98,38 +98,89 @@ type Tenant struct {
 	// Issuer, Subject and Audience are the assertion's iss, sub and aud, as
 	// the upstream gave them to this tenant.
 	Issuer, Subject, Audience string
-	// KeyFile is the path of the private key: absolute, or resolved against
-	// the base directory given to [Parse] ([Load] makes it absolute). It
-	// existed and was a regular file when the config was parsed.
-	KeyFile string
+	// Keys are the tenant's keys, in config order: exactly one is
+	// [KeyActive]. A tenant written with the single-key shorthand (key_file,
+	// key_id, key_passphrase_file, key_passphrase_env,
+	// allow_group_readable_key) has one active key here.
+	Keys []Key
 	// AssertionLifetime is exp − iat of the signed assertion, at most an hour.
 	AssertionLifetime time.Duration
 	// UIDMode says what the assertion's uid claim holds for a tenant-level
 	// token.
 	UIDMode UIDMode
-	// KeyID is the kid of the key to take from a JWK Set key file: 1-256
-	// printable ASCII characters; "" when absent.
-	KeyID string
-	// Alg is the JWS algorithm the key signs with: "RS256", "PS256" or
-	// "ES256"; "" when absent, for the key's own default (RS256 for RSA,
+	// Alg is the JWS algorithm the tenant's keys sign with: "RS256", "PS256"
+	// or "ES256"; "" when absent, for each key's own default (RS256 for RSA,
 	// ES256 for EC P-256). A pismo_oidc tenant's is "" or "RS256", the only
-	// algorithm Pismo verifies. Whether it fits the key is checked when the
-	// key is loaded.
+	// algorithm Pismo verifies. Whether it fits each key is checked when the
+	// keys are loaded.
 	Alg string
-	// KeyPassphraseFile is the path of the file holding the passphrase of an
-	// encrypted key file, resolved like KeyFile; it existed and was a
-	// regular file when the config was parsed. Reading it, and trimming its
+}
+
+// KeyState is where a key stands in its rotation.
+type KeyState string
+
+// The states of a tenant's key.
+const (
+	// KeyNext is published in the JWKS but does not sign yet: the state a
+	// new key waits in while upstreams learn it.
+	KeyNext KeyState = "next"
+	// KeyActive signs the tenant's assertions and is published; a tenant
+	// has exactly one.
+	KeyActive KeyState = "active"
+	// KeyRetired is neither loaded nor published; its file need not exist.
+	KeyRetired KeyState = "retired"
+)
+
+// Key is one of a tenant's keys: a key file or a key in a PKCS#11 token.
+type Key struct {
+	// State says whether the key signs, is only published, or is gone.
+	State KeyState
+	// File is the path of the private key file: absolute, or resolved
+	// against the base directory given to [Parse] ([Load] makes it
+	// absolute). Unless the key is retired, it existed and was a regular
+	// file when the config was parsed. "" for a PKCS#11 key.
+	File string
+	// PKCS11 names a key held in a PKCS#11 token instead of a file; nil for
+	// a key file.
+	PKCS11 *PKCS11
+	// KeyID is the kid of the key to take from a JWK Set key file: 1-256
+	// printable ASCII characters; for a PKCS#11 key, the kid to publish and
+	// sign with instead of the key's thumbprint. "" when absent.
+	KeyID string
+	// PassphraseFile is the path of the file holding the passphrase of an
+	// encrypted key file, resolved like File; it existed and was a regular
+	// file when the config was parsed. Reading it, and trimming its
 	// trailing newline, is the caller's work. "" when absent.
-	KeyPassphraseFile string
-	// KeyPassphraseEnv is the name of the environment variable holding the
+	PassphraseFile string
+	// PassphraseEnv is the name of the environment variable holding the
 	// passphrase instead: [A-Z_][A-Z0-9_]*; "" when absent. At most one of
-	// KeyPassphraseFile and KeyPassphraseEnv is set; the passphrase itself
-	// is never in the config.
-	KeyPassphraseEnv string
-	// AllowGroupReadableKey accepts a key file that group or others may read
+	// PassphraseFile and PassphraseEnv is set; the passphrase itself is
+	// never in the config.
+	PassphraseEnv string
+	// AllowGroupReadable accepts a key file that group or others may read
 	// (such as a Kubernetes secret volume mounted 0440 or 0640); one that
 	// they may write is refused all the same. False by default.
-	AllowGroupReadableKey bool
+	AllowGroupReadable bool
+	// Field is where the key is in the config, for messages: the prefix to
+	// which "file", "passphrase_file" or "passphrase_env" is appended to
+	// name the field, "tenants[0].key_" for the single-key shorthand and
+	// "tenants[0].keys[1]." in a list.
+	Field string
+}
+
+// PKCS11 is a key inside a PKCS#11 token (an HSM): it signs there, and the
+// broker never holds its bytes.
+type PKCS11 struct {
+	// URI is the RFC 7512 "pkcs11:" URI naming the token and the key, at
+	// most 4096 bytes. Its attributes are checked when the key is opened.
+	URI string
+	// Module is the path of the PKCS#11 module (a shared library), resolved
+	// like [Key.File]; it existed and was a regular file when the config
+	// was parsed.
+	Module string
+	// PINFile is the path of the file holding the token's user PIN,
+	// resolved and checked like Module.
+	PINFile string
 }
 
 // Upstream is a tenant's token endpoint and how to talk to it.

@@ -99,6 +99,13 @@ func keyOpt(t testing.TB, opt string) string {
 	return edit(t, "key_file: k.pem\n", "key_file: k.pem\n    "+opt+"\n")
 }
 
+// keyList returns base with tenants[0]'s key_file replaced by a key list:
+// "keys:" on line 16, then items, the first on line 17.
+func keyList(t testing.TB, items string) string {
+	t.Helper()
+	return edit(t, "    key_file: k.pem\n", "    keys:\n"+items)
+}
+
 // editFull is [edit] for [full].
 func editFull(t testing.TB, oldNew ...string) string {
 	t.Helper()
@@ -184,24 +191,23 @@ func TestLoadValid(t *testing.T) {
 		id, kind, url             string
 		timeout                   time.Duration
 		issuer, subject, audience string
-		keyFile                   string
+		keys                      []config.Key
 		lifetime                  time.Duration
 		uidMode                   config.UIDMode
-		keyID, alg                string
-		passFile, passEnv         string
-		groupReadable             bool
+		alg                       string
 	}
 	wantTenants := []tenant{
 		{"tn-example", "pismo_oidc", "https://sandbox.example/passport/v1/oauth2/token", 5 * time.Second,
-			"verifier-issuer", "verifier-subject", "verifier-audience", keyFile, time.Hour, config.UIDTenant,
-			"tn-example-2024", "RS256", filepath.Join(testdata, "keys", "tn-example.pass"), "", true},
+			"verifier-issuer", "verifier-subject", "verifier-audience",
+			[]config.Key{{State: config.KeyActive, File: keyFile, KeyID: "tn-example-2024",
+				PassphraseFile: filepath.Join(testdata, "keys", "tn-example.pass"), AllowGroupReadable: true, Field: "tenants[0].key_"}},
+			time.Hour, config.UIDTenant, "RS256"},
 		// Every optional field left out: the defaults.
 		{"tn-defaults", "pismo_oidc", "http://127.0.0.1:9/token", 10 * time.Second,
-			"iss-2", "sub-2", "aud-2", keyFile, 5 * time.Minute, config.UIDOmit,
-			"", "", "", "", false},
+			"iss-2", "sub-2", "aud-2", []config.Key{{State: config.KeyActive, File: keyFile, Field: "tenants[1].key_"}}, 5 * time.Minute, config.UIDOmit, ""},
 		{"tn-env-passphrase", "pismo_oidc", "https://sandbox.example/passport/v1/oauth2/token", 10 * time.Second,
-			"iss-3", "sub-3", "aud-3", keyFile, 5 * time.Minute, config.UIDOmit,
-			"", "", "", "TN_KEY_PASSPHRASE", false},
+			"iss-3", "sub-3", "aud-3", []config.Key{{State: config.KeyActive, File: keyFile, PassphraseEnv: "TN_KEY_PASSPHRASE", Field: "tenants[2].key_"}},
+			5 * time.Minute, config.UIDOmit, ""},
 	}
 	if got, want := len(cfg.Tenants), len(wantTenants); got != want {
 		t.Fatalf("%d tenants, want %d", got, want)
@@ -212,9 +218,8 @@ func TestLoadValid(t *testing.T) {
 			t.Fatalf("tenants[%d].Upstream.TokenURL is nil", i)
 		}
 		got := tenant{tn.ID, tn.Upstream.Kind, tn.Upstream.TokenURL.String(), tn.Upstream.Timeout,
-			tn.Issuer, tn.Subject, tn.Audience, tn.KeyFile, tn.AssertionLifetime, tn.UIDMode,
-			tn.KeyID, tn.Alg, tn.KeyPassphraseFile, tn.KeyPassphraseEnv, tn.AllowGroupReadableKey}
-		if got != w {
+			tn.Issuer, tn.Subject, tn.Audience, tn.Keys, tn.AssertionLifetime, tn.UIDMode, tn.Alg}
+		if !reflect.DeepEqual(got, w) {
 			t.Errorf("tenants[%d] = %+v\nwant %+v", i, got, w)
 		}
 	}
@@ -312,13 +317,9 @@ callers:
 		{"Upstream.Timeout", tn.Upstream.Timeout, 10 * time.Second},
 		{"AssertionLifetime", tn.AssertionLifetime, 5 * time.Minute},
 		{"UIDMode", tn.UIDMode, config.UIDOmit},
-		{"KeyFile", tn.KeyFile, filepath.Join(dir, "k.pem")},
+		{"Keys", tn.Keys, []config.Key{{State: config.KeyActive, File: filepath.Join(dir, "k.pem"), Field: "tenants[0].key_"}}},
 		{"AccountTokens", grant.AccountTokens, false},
-		{"KeyID", tn.KeyID, ""},
 		{"Alg", tn.Alg, ""},
-		{"KeyPassphraseFile", tn.KeyPassphraseFile, ""},
-		{"KeyPassphraseEnv", tn.KeyPassphraseEnv, ""},
-		{"AllowGroupReadableKey", tn.AllowGroupReadableKey, false},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
@@ -456,8 +457,8 @@ func TestParseKeyFilePaths(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if got, want := cfg.Tenants[0].KeyFile, tc.want; got != want {
-				t.Errorf("KeyFile = %q, want %q", got, want)
+			if got, want := cfg.Tenants[0].Keys[0].File, tc.want; got != want {
+				t.Errorf("Keys[0].File = %q, want %q", got, want)
 			}
 		})
 	}
@@ -476,8 +477,8 @@ func TestLoadResolvesAgainstConfigDir(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if got, want := cfg.Tenants[0].KeyFile, filepath.Join(dir, "k.pem"); got != want {
-		t.Errorf("KeyFile = %q, want %q", got, want)
+	if got, want := cfg.Tenants[0].Keys[0].File, filepath.Join(dir, "k.pem"); got != want {
+		t.Errorf("Keys[0].File = %q, want %q", got, want)
 	}
 }
 
@@ -563,5 +564,38 @@ callers:
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("problems = %+v\nwant %+v", got, want)
+	}
+}
+
+// A key list: next, active (in a PKCS#11 token) and retired (its file gone),
+// each with its options.
+func TestParseKeyList(t *testing.T) {
+	dir := keyDir(t)
+	doc := keyList(t, `    - file: k.pem
+      state: next
+      key_id: kid-2027
+      passphrase_env: NEXT_PASS
+      allow_group_readable: true
+    - state: active
+      key_id: hsm-2026
+      pkcs11:
+        uri: "pkcs11:token=broker;object=tn-a"
+        module: server.key
+        pin_file: ca.crt
+    - file: gone.pem
+      state: retired
+`)
+	cfg, err := config.Parse([]byte(doc), dir)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	want := []config.Key{
+		{State: config.KeyNext, File: filepath.Join(dir, "k.pem"), KeyID: "kid-2027", PassphraseEnv: "NEXT_PASS", AllowGroupReadable: true, Field: "tenants[0].keys[0]."},
+		{State: config.KeyActive, KeyID: "hsm-2026", PKCS11: &config.PKCS11{
+			URI: "pkcs11:token=broker;object=tn-a", Module: filepath.Join(dir, "server.key"), PINFile: filepath.Join(dir, "ca.crt")}, Field: "tenants[0].keys[1]."},
+		{State: config.KeyRetired, File: filepath.Join(dir, "gone.pem"), Field: "tenants[0].keys[2]."},
+	}
+	if got := cfg.Tenants[0].Keys; !reflect.DeepEqual(got, want) {
+		t.Errorf("Keys = %+v\nwant %+v", got, want)
 	}
 }

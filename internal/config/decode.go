@@ -63,7 +63,7 @@ type rawTenant struct {
 	Issuer                string       `yaml:"issuer"`
 	Subject               string       `yaml:"subject"`
 	Audience              string       `yaml:"audience"`
-	KeyFile               string       `yaml:"key_file"`
+	KeyFile               *string      `yaml:"key_file"`
 	AssertionLifetime     *string      `yaml:"assertion_lifetime"`
 	UIDMode               *string      `yaml:"uid_mode"`
 	KeyID                 *string      `yaml:"key_id"`
@@ -71,6 +71,23 @@ type rawTenant struct {
 	KeyPassphraseFile     *string      `yaml:"key_passphrase_file"`
 	KeyPassphraseEnv      *string      `yaml:"key_passphrase_env"`
 	AllowGroupReadableKey bool         `yaml:"allow_group_readable_key"`
+	Keys                  []rawKey     `yaml:"keys"`
+}
+
+type rawKey struct {
+	State              *string    `yaml:"state"`
+	File               *string    `yaml:"file"`
+	PKCS11             *rawPKCS11 `yaml:"pkcs11"`
+	KeyID              *string    `yaml:"key_id"`
+	PassphraseFile     *string    `yaml:"passphrase_file"`
+	PassphraseEnv      *string    `yaml:"passphrase_env"`
+	AllowGroupReadable bool       `yaml:"allow_group_readable"`
+}
+
+type rawPKCS11 struct {
+	URI     string `yaml:"uri"`
+	Module  string `yaml:"module"`
+	PINFile string `yaml:"pin_file"`
 }
 
 type rawUpstream struct {

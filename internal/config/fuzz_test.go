@@ -18,6 +18,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(base))
 	f.Add([]byte(full))
 	f.Add([]byte(keyOpt(f, "key_id: kid-1\n    alg: RS256\n    key_passphrase_env: TN_PASS\n    allow_group_readable_key: true")))
+	f.Add([]byte(keyList(f, "    - {file: k.pem, state: next, key_id: b}\n    - {state: active, pkcs11: {uri: \"pkcs11:object=a\", module: k.pem, pin_file: k.pem}}\n    - {file: gone.pem, state: retired}\n")))
 	f.Add([]byte("callers: [{name: c, allow: [{tenant: t, groups: [\"a:*:b\"]}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := config.Parse(data, dir)
@@ -43,12 +44,22 @@ func FuzzParse(f *testing.F) {
 		ids := map[string]bool{}
 		for _, tn := range cfg.Tenants {
 			if tn.ID == "" || ids[tn.ID] || tn.Upstream.TokenURL == nil || tn.Upstream.Timeout <= 0 ||
-				tn.AssertionLifetime <= 0 || tn.KeyFile == "" || tn.UIDMode == "" {
+				tn.AssertionLifetime <= 0 || tn.UIDMode == "" || tn.Alg != "" && tn.Alg != "RS256" {
 				t.Fatalf("accepted an unusable tenant: %+v", tn)
 			}
-			if tn.Alg != "" && tn.Alg != "RS256" || tn.KeyPassphraseFile != "" && tn.KeyPassphraseEnv != "" ||
-				len(tn.KeyID) > 256 || strings.ContainsFunc(tn.KeyID, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
-				t.Fatalf("accepted unusable key options: %+v", tn)
+			active := 0
+			for _, k := range tn.Keys {
+				if k.State == config.KeyActive {
+					active++
+				}
+				if k.State != config.KeyRetired && (k.File == "") == (k.PKCS11 == nil) ||
+					k.PassphraseFile != "" && k.PassphraseEnv != "" || k.PKCS11 != nil && (k.PassphraseFile != "" || k.PassphraseEnv != "") ||
+					len(k.KeyID) > 256 || strings.ContainsFunc(k.KeyID, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+					t.Fatalf("accepted an unusable key: %+v", k)
+				}
+			}
+			if active != 1 || len(tn.Keys) > 16 {
+				t.Fatalf("accepted a tenant with %d keys, %d active", len(tn.Keys), active)
 			}
 			ids[tn.ID] = true
 		}

@@ -46,6 +46,8 @@ const (
 	maxCN                = 256
 	maxURIIdentity       = 2048 // the SPIFFE ID limit
 	maxKeyID             = 256
+	maxKeys              = 16   // per tenant, every state
+	maxPKCS11URI         = 4096 // bytes
 )
 
 const kindPismoOIDC = "pismo_oidc"
@@ -173,25 +175,126 @@ func (p *parser) tenant(path string, r rawTenant) Tenant {
 	p.claim(path+".subject", r.Subject)
 	p.claim(path+".audience", r.Audience)
 	t := Tenant{
-		ID:                    r.ID,
-		Upstream:              p.upstream(path+".upstream", r.Upstream),
-		Issuer:                r.Issuer,
-		Subject:               r.Subject,
-		Audience:              r.Audience,
-		KeyFile:               p.file(path+".key_file", r.KeyFile),
-		AssertionLifetime:     p.duration(path+".assertion_lifetime", r.AssertionLifetime, defaultLifetime, false, maxLifetime),
-		UIDMode:               p.uidMode(path+".uid_mode", r.UIDMode),
-		AllowGroupReadableKey: r.AllowGroupReadableKey,
-	}
-	if r.KeyID != nil {
-		t.KeyID = *r.KeyID
-		p.keyID(path+".key_id", t.KeyID)
+		ID:                r.ID,
+		Upstream:          p.upstream(path+".upstream", r.Upstream),
+		Issuer:            r.Issuer,
+		Subject:           r.Subject,
+		Audience:          r.Audience,
+		AssertionLifetime: p.duration(path+".assertion_lifetime", r.AssertionLifetime, defaultLifetime, false, maxLifetime),
+		UIDMode:           p.uidMode(path+".uid_mode", r.UIDMode),
 	}
 	if r.Alg != nil {
 		t.Alg = p.alg(path+".alg", *r.Alg, r.Upstream)
 	}
-	t.KeyPassphraseFile, t.KeyPassphraseEnv = p.passphrase(path, r.KeyPassphraseFile, r.KeyPassphraseEnv)
+	shorthand := r.KeyFile != nil || r.KeyID != nil || r.KeyPassphraseFile != nil || r.KeyPassphraseEnv != nil || r.AllowGroupReadableKey
+	switch {
+	case p.bad[path+".keys"]: // already a problem
+	case r.Keys != nil && shorthand:
+		p.fail(path+".keys", "cannot be set with key_file (or key_id, key_passphrase_file, key_passphrase_env, allow_group_readable_key): "+
+			"list every key under keys, or give one key with key_file")
+	case r.Keys != nil:
+		t.Keys = p.keys(path+".keys", r.Keys)
+	default:
+		var file string
+		if r.KeyFile != nil {
+			file = *r.KeyFile
+		}
+		k := Key{State: KeyActive, File: p.file(path+".key_file", file), AllowGroupReadable: r.AllowGroupReadableKey, Field: path + ".key_"}
+		if r.KeyID != nil {
+			k.KeyID = *r.KeyID
+			p.keyID(path+".key_id", k.KeyID)
+		}
+		k.PassphraseFile, k.PassphraseEnv = p.passphrase(path, "key_passphrase", r.KeyPassphraseFile, r.KeyPassphraseEnv)
+		t.Keys = []Key{k}
+	}
 	return t
+}
+
+// keys checks a tenant's key list: 1-16 keys, each with a state, exactly one
+// active. A retired key is not loaded, so its file is not checked.
+func (p *parser) keys(path string, raw []rawKey) []Key {
+	switch {
+	case len(raw) == 0:
+		p.fail(path, "at least one key is required")
+		return nil
+	case len(raw) > maxKeys:
+		p.fail(path, "at most %d keys, got %d: remove retired keys", maxKeys, len(raw))
+		return nil
+	}
+	keys := make([]Key, len(raw))
+	active, bad := 0, false
+	for i, r := range raw {
+		kp := fmt.Sprintf("%s[%d]", path, i)
+		if p.bad[kp] { // already a problem
+			bad = true
+			continue
+		}
+		k := &keys[i]
+		k.AllowGroupReadable, k.Field = r.AllowGroupReadable, kp+"."
+		switch {
+		case r.State == nil:
+			p.fail(kp+".state", "required: next, active or retired")
+			bad = true
+		case *r.State == string(KeyNext), *r.State == string(KeyActive), *r.State == string(KeyRetired):
+			k.State = KeyState(*r.State)
+		default:
+			p.fail(kp+".state", "unknown state %s, want next, active or retired", quote(*r.State))
+			bad = true
+		}
+		if k.State == KeyActive {
+			active++
+		}
+		if r.KeyID != nil {
+			k.KeyID = *r.KeyID
+			p.keyID(kp+".key_id", k.KeyID)
+		}
+		k.PassphraseFile, k.PassphraseEnv = p.passphrase(kp, "passphrase", r.PassphraseFile, r.PassphraseEnv)
+		retired := k.State == KeyRetired
+		switch {
+		case r.File != nil && r.PKCS11 != nil:
+			p.fail(kp+".pkcs11", "cannot be set with file: a key is either a file or in a PKCS#11 token")
+		case r.File != nil && retired:
+			k.File = p.resolve(*r.File) // gone: need not exist any more
+		case r.File != nil:
+			k.File = p.file(kp+".file", *r.File)
+		case r.PKCS11 != nil:
+			k.PKCS11 = p.pkcs11(kp+".pkcs11", r.PKCS11, retired)
+			if r.PassphraseFile != nil || r.PassphraseEnv != nil {
+				p.fail(kp+".pkcs11", "a PKCS#11 key has no passphrase: its token takes the PIN in pin_file")
+			}
+			if r.AllowGroupReadable {
+				p.fail(kp+".allow_group_readable", "applies to key files only, not to a PKCS#11 key")
+			}
+		case !retired:
+			p.fail(kp, "needs file or pkcs11")
+		}
+	}
+	if active != 1 && !bad {
+		p.fail(path, "exactly one key must be active, found %d", active)
+	}
+	return keys
+}
+
+// pkcs11 checks a PKCS#11 key reference: the URI's form and size here, its
+// attributes when the key is opened; the module and PIN file must exist
+// unless the key is retired.
+func (p *parser) pkcs11(path string, r *rawPKCS11, retired bool) *PKCS11 {
+	k := &PKCS11{URI: r.URI}
+	switch {
+	case r.URI == "":
+		p.fail(path+".uri", "required: an RFC 7512 URI such as pkcs11:token=broker;object=tenant-key")
+	case len(r.URI) > maxPKCS11URI:
+		p.fail(path+".uri", "at most %d bytes, got %d", maxPKCS11URI, len(r.URI))
+	case !strings.HasPrefix(r.URI, "pkcs11:"):
+		p.fail(path+".uri", "must be an RFC 7512 URI beginning with pkcs11:")
+	}
+	if retired {
+		k.Module, k.PINFile = p.resolve(r.Module), p.resolve(r.PINFile)
+		return k
+	}
+	k.Module = p.file(path+".module", r.Module)
+	k.PINFile = p.file(path+".pin_file", r.PINFile)
+	return k
 }
 
 // keyID checks the kid to take from a JWK Set: 1-256 printable ASCII.
@@ -226,23 +329,23 @@ func (p *parser) alg(path, s string, up *rawUpstream) string {
 // or an environment variable, at most one, never the config itself. Its
 // problems do not repeat the values: either may be the passphrase, pasted
 // by mistake.
-func (p *parser) passphrase(path string, file, env *string) (string, string) {
+func (p *parser) passphrase(path, prefix string, file, env *string) (string, string) {
 	var f, e string
 	if file != nil {
 		if *file == "" {
-			p.fail(path+".key_passphrase_file", "must name a file; leave the field out for a key file that is not encrypted")
+			p.fail(path+"."+prefix+"_file", "must name a file; leave the field out for a key file that is not encrypted")
 		} else {
-			f = p.checkFile(path+".key_passphrase_file", *file, false)
+			f = p.checkFile(path+"."+prefix+"_file", *file, false)
 		}
 	}
 	if env != nil {
 		e = *env
 		switch {
 		case !envName(e):
-			p.fail(path+".key_passphrase_env", "must be the name of an environment variable, [A-Z_][A-Z0-9_]* "+
+			p.fail(path+"."+prefix+"_env", "must be the name of an environment variable, [A-Z_][A-Z0-9_]* "+
 				"(the value is not shown: it may be the passphrase itself)")
 		case file != nil:
-			p.fail(path+".key_passphrase_env", "cannot be set with key_passphrase_file: the passphrase comes from one of them")
+			p.fail(path+"."+prefix+"_env", "cannot be set with %s_file: the passphrase comes from one of them", prefix)
 		}
 	}
 	return f, e
