@@ -35,10 +35,13 @@ bench:
 ## fuzz: run each fuzz target for FUZZTIME (not part of make test)
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./keystore/
-	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/config/
-	$(GO) test -run='^$$' -fuzz=FuzzTokenRequest -fuzztime=$(FUZZTIME) ./internal/emulator/
-	$(GO) test -run='^$$' -fuzz=FuzzParseTokenResponse -fuzztime=$(FUZZTIME) ./internal/upstream/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./keystore/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseWithOptions$$' -fuzztime=$(FUZZTIME) ./keystore/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRef$$' -fuzztime=$(FUZZTIME) ./keystore/pkcs11/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/config/
+	$(GO) test -run='^$$' -fuzz='^FuzzTokenRequest$$' -fuzztime=$(FUZZTIME) ./internal/emulator/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZTIME) ./internal/upstream/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDiscovery$$' -fuzztime=$(FUZZTIME) ./internal/upstream/
 
 ## lint: gofmt, go vet, staticcheck, buf lint and buf format
 lint: tools
