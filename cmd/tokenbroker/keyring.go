@@ -22,18 +22,24 @@ type tenantKeys struct {
 	published []*keystore.Key
 }
 
-// keyring is every tenant's loaded keys, and what must be closed when they
-// are no longer used (the sessions of keys in PKCS#11 tokens).
+// keyring is every tenant's loaded keys or client secret, and what must be
+// closed when they are no longer used (the sessions of keys in PKCS#11
+// tokens).
 type keyring struct {
 	tenants map[string]tenantKeys
+	secrets map[string][]byte // by tenant, for the kinds that sign nothing
 	closers []io.Closer
 }
 
-// Close releases what the keyring's keys hold open. A nil keyring holds
+// Close releases what the keyring's keys hold open and wipes its client
+// secrets (the exchangers hold their own copies). A nil keyring holds
 // nothing.
 func (r *keyring) Close() error {
 	if r == nil {
 		return nil
+	}
+	for _, s := range r.secrets {
+		clear(s)
 	}
 	var errs []error
 	for _, c := range r.closers {
@@ -58,9 +64,20 @@ func (r *keyring) directory() *keystore.Directory {
 // tenant's keys must have distinct key ids; a pismo_oidc tenant's must sign
 // RS256.
 func loadKeys(cfg *config.Config) (*keyring, error) {
-	ring := &keyring{tenants: make(map[string]tenantKeys, len(cfg.Tenants))}
+	ring := &keyring{tenants: make(map[string]tenantKeys, len(cfg.Tenants)), secrets: map[string][]byte{}}
 	var problems []string
-	for _, t := range cfg.Tenants {
+	for i, t := range cfg.Tenants {
+		if !t.Upstream.SignsAssertions() {
+			field := fmt.Sprintf("tenants[%d].upstream.client_secret_", i)
+			secret, err := readSecret(t.Upstream.ClientSecretFile, t.Upstream.ClientSecretEnv, field)
+			if err != nil {
+				problems = append(problems, err.Error())
+				continue
+			}
+			ring.secrets[t.ID] = secret
+			ring.tenants[t.ID] = tenantKeys{}
+			continue
+		}
 		var tk tenantKeys
 		kids := map[string]string{} // kid → field of the key that has it
 		for _, ck := range t.Keys {
@@ -76,7 +93,7 @@ func loadKeys(cfg *config.Config) (*keyring, error) {
 				continue
 			}
 			field := keyField(ck)
-			if t.Upstream.Kind == "pismo_oidc" && k.Algorithm() != jose.RS256 {
+			if t.Upstream.Kind == config.KindPismoOIDC && k.Algorithm() != jose.RS256 {
 				problems = append(problems, fmt.Sprintf("%s: %v signs %s, but a pismo_oidc upstream verifies RS256 only; use an RSA key",
 					field, k, k.Algorithm()))
 				continue
@@ -90,6 +107,9 @@ func loadKeys(cfg *config.Config) (*keyring, error) {
 			if ck.State == config.KeyActive {
 				tk.active = k
 			}
+		}
+		if t.Upstream.Kind == config.KindJWTBearer && t.Upstream.ClientID == "" && tk.active != nil && tk.active.ClientEmail() == "" {
+			problems = append(problems, fmt.Sprintf("tenants[%d].upstream.client_id: required: the active key is not a Google service-account key, whose client_email would be the default", i))
 		}
 		ring.tenants[t.ID] = tk
 	}
@@ -131,33 +151,39 @@ func openKey(k config.Key, alg jose.SignatureAlgorithm) (*keystore.Key, io.Close
 	return key, nil, nil
 }
 
-// readPassphrase returns the passphrase of a key file from its file (checked
-// like a private key file, its trailing newline trimmed) or its environment
-// variable, or nil when it has neither. The caller clears it. Errors name
-// the field, never the passphrase.
+// readPassphrase returns the passphrase of a key file, or nil when it has
+// none (see [readSecret]).
 func readPassphrase(k config.Key) ([]byte, error) {
+	return readSecret(k.PassphraseFile, k.PassphraseEnv, k.Field+"passphrase_")
+}
+
+// readSecret returns a secret from its file (checked like a private key
+// file, its trailing newline trimmed) or its environment variable, or nil
+// when neither is set. The caller clears it. Errors name the field (field
+// + "file" or "env"), never the secret.
+func readSecret(file, env, field string) ([]byte, error) {
 	switch {
-	case k.PassphraseFile != "":
-		data, err := keystore.ReadPrivateFile(k.PassphraseFile)
+	case file != "":
+		data, err := keystore.ReadPrivateFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("%spassphrase_file: %w", k.Field, err)
+			return nil, fmt.Errorf("%sfile: %w", field, err)
 		}
-		passphrase := data
-		if n := len(passphrase); n > 0 && passphrase[n-1] == '\n' {
-			passphrase = passphrase[:n-1]
-			if n := len(passphrase); n > 0 && passphrase[n-1] == '\r' {
-				passphrase = passphrase[:n-1]
+		secret := data
+		if n := len(secret); n > 0 && secret[n-1] == '\n' {
+			secret = secret[:n-1]
+			if n := len(secret); n > 0 && secret[n-1] == '\r' {
+				secret = secret[:n-1]
 			}
 		}
-		if len(passphrase) == 0 {
+		if len(secret) == 0 {
 			clear(data)
-			return nil, fmt.Errorf("%spassphrase_file: %s is empty", k.Field, k.PassphraseFile)
+			return nil, fmt.Errorf("%sfile: %s is empty", field, file)
 		}
-		return passphrase, nil // clearing it clears data up to the newline
-	case k.PassphraseEnv != "":
-		v := os.Getenv(k.PassphraseEnv)
+		return secret, nil // clearing it clears data up to the newline
+	case env != "":
+		v := os.Getenv(env)
 		if v == "" {
-			return nil, fmt.Errorf("%spassphrase_env: %s is not set", k.Field, k.PassphraseEnv)
+			return nil, fmt.Errorf("%senv: %s is not set", field, env)
 		}
 		return []byte(v), nil // the string itself cannot be cleared
 	}

@@ -236,3 +236,25 @@ func TestCheckConfigKeyList(t *testing.T) {
 	checkConfigFails(t, writeKeyListConfig(t, fmt.Sprintf("      - {file: %s, state: next}\n", a)),
 		"tenants[0].keys", "exactly one key must be active, found 0")
 }
+
+// A PKCS#11 key is opened at start like a key file, and its problems name
+// its field (the SoftHSM2 test in keystore/pkcs11 signs through a real
+// token).
+func TestCheckConfigPKCS11(t *testing.T) {
+	dir := t.TempDir()
+	notAModule := filepath.Join(dir, "not-a-module.so")
+	pin := filepath.Join(dir, "pin")
+	for _, f := range []string{notAModule, pin} {
+		if err := os.WriteFile(f, []byte("1234\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	item := func(uri string) string {
+		return fmt.Sprintf("      - {state: active, pkcs11: {uri: %q, module: %s, pin_file: %s}}\n", uri, notAModule, pin)
+	}
+	checkConfigFails(t, writeKeyListConfig(t, item("pkcs11:token=broker;object=k")), "tenants[0].keys[0].pkcs11", "cannot load it as a PKCS#11 module")
+	stderr := checkConfigFails(t, writeKeyListConfig(t, item("pkcs11:object=k?pin-value=hunter2")), "tenants[0].keys[0].pkcs11", "pin-value")
+	if strings.Contains(stderr, "hunter2") {
+		t.Errorf("check-config echoed the PIN:\n%s", stderr)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -53,19 +54,18 @@ func (l *live) Exchange(ctx context.Context, req broker.Request) (broker.Token, 
 
 func (l *live) JWKS(tenant string) ([]byte, bool, error) { return l.cur.Load().jwks.JWKS(tenant) }
 
-// buildState turns a validated config and its keys into a state, which
-// holds the keyring from then on.
-func buildState(cfg *config.Config, keys *keyring, client *http.Client) (*state, error) {
-	st := &state{tenants: make(upstream.Tenants, len(cfg.Tenants)), keys: keys, jwks: keys.directory(),
-		tenantIDs: make(map[string]string, len(cfg.Tenants))}
-	for i, t := range cfg.Tenants {
-		key := keys.tenants[t.ID].active
-		if key == nil {
-			return nil, fmt.Errorf("tenants[%d]: no active key loaded", i)
-		}
-		x, err := upstream.NewPismo(upstream.PismoConfig{
+// newExchanger builds tenant t's exchanger for its upstream kind, with its
+// active key or its client secret from keys.
+func newExchanger(t config.Tenant, keys *keyring, client *http.Client) (broker.Exchanger, error) {
+	up := t.Upstream
+	key := keys.tenants[t.ID].active
+	if up.SignsAssertions() && key == nil {
+		return nil, errors.New("no active key loaded")
+	}
+	if up.Kind == config.KindPismoOIDC {
+		return upstream.NewPismo(upstream.PismoConfig{
 			TenantID:          t.ID,
-			TokenURL:          t.Upstream.TokenURL,
+			TokenURL:          up.TokenURL,
 			Issuer:            t.Issuer,
 			Subject:           t.Subject,
 			Audience:          t.Audience,
@@ -73,14 +73,53 @@ func buildState(cfg *config.Config, keys *keyring, client *http.Client) (*state,
 			AssertionLifetime: t.AssertionLifetime,
 			UIDMode:           upstream.UIDMode(t.UIDMode),
 			Client:            client,
-			Timeout:           t.Upstream.Timeout,
+			Timeout:           up.Timeout,
 		})
+	}
+	var endpoint upstream.Endpoint
+	if up.Issuer != nil {
+		d, err := upstream.NewDiscovery(upstream.DiscoveryConfig{Issuer: up.Issuer, AuthMethod: up.Kind, Client: client, Timeout: up.Timeout})
+		if err != nil {
+			return nil, err
+		}
+		endpoint = d
+	} else {
+		endpoint = upstream.StaticEndpoint(up.TokenURL, "")
+	}
+	oc := upstream.OAuthConfig{
+		TenantID:          t.ID,
+		Kind:              up.Kind,
+		Endpoint:          endpoint,
+		ClientID:          up.ClientID,
+		Secret:            keys.secrets[t.ID],
+		AssertionAudience: up.AssertionAudience,
+		Subject:           t.Subject,
+		Client:            client,
+		Timeout:           up.Timeout,
+	}
+	if up.SignsAssertions() {
+		oc.Signer, oc.AssertionLifetime = key.Signer(), t.AssertionLifetime
+		if oc.ClientID == "" {
+			oc.ClientID = key.ClientEmail()
+		}
+	}
+	return upstream.NewOAuth(oc)
+}
+
+// buildState turns a validated config and its keys into a state, which
+// holds the keyring from then on.
+func buildState(cfg *config.Config, keys *keyring, client *http.Client) (*state, error) {
+	st := &state{tenants: make(upstream.Tenants, len(cfg.Tenants)), keys: keys, jwks: keys.directory(),
+		tenantIDs: make(map[string]string, len(cfg.Tenants))}
+	for i, t := range cfg.Tenants {
+		x, err := newExchanger(t, keys, client)
 		if err != nil {
 			return nil, fmt.Errorf("tenants[%d]: %w", i, err)
 		}
 		st.tenants[t.ID] = x
-		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%s",
-			t.Upstream.Kind, t.Upstream.TokenURL, t.Issuer, t.Subject, t.Audience, t.UIDMode))
+		up := t.Upstream
+		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%v\x00%v\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s",
+			up.Kind, up.TokenURL, up.Issuer, up.ClientID, up.AssertionAudience, t.Issuer, t.Subject, t.Audience, t.UIDMode))
 		st.tenantIDs[t.ID] = hex.EncodeToString(sum[:])
 	}
 
@@ -184,7 +223,12 @@ func listen(grpcAddr, httpAddr string) (grpcLis, httpLis net.Listener, err error
 func logTenants(log *slog.Logger, cfg *config.Config, keys *keyring) {
 	for _, t := range cfg.Tenants {
 		tk := keys.tenants[t.ID]
-		log.Info("tenant", "id", t.ID, "upstream", t.Upstream.Kind, "token_url", t.Upstream.TokenURL.Redacted(),
-			"key", tk.active, "published", len(tk.published))
+		endpoint := slog.String("token_url", "")
+		if u := t.Upstream.TokenURL; u != nil {
+			endpoint = slog.String("token_url", u.Redacted())
+		} else if u := t.Upstream.Issuer; u != nil {
+			endpoint = slog.String("issuer", u.Redacted())
+		}
+		log.Info("tenant", "id", t.ID, "upstream", t.Upstream.Kind, endpoint, "key", tk.active, "published", len(tk.published))
 	}
 }

@@ -95,18 +95,21 @@ type Tenant struct {
 	ID string
 	// Upstream says how to exchange an assertion for an access token.
 	Upstream Upstream
-	// Issuer, Subject and Audience are the assertion's iss, sub and aud, as
-	// the upstream gave them to this tenant.
+	// Issuer, Subject and Audience are the Pismo assertion's iss, sub and
+	// aud, as the upstream gave them to a pismo_oidc tenant; a jwt_bearer
+	// tenant may set Subject, the assertion's default sub. "" otherwise.
 	Issuer, Subject, Audience string
 	// Keys are the tenant's keys, in config order: exactly one is
-	// [KeyActive]. A tenant written with the single-key shorthand (key_file,
+	// [KeyActive]; none for a kind that signs nothing (see
+	// [Upstream.SignsAssertions]). A tenant written with the single-key shorthand (key_file,
 	// key_id, key_passphrase_file, key_passphrase_env,
 	// allow_group_readable_key) has one active key here.
 	Keys []Key
-	// AssertionLifetime is exp − iat of the signed assertion, at most an hour.
+	// AssertionLifetime is exp − iat of the signed assertion: at most an
+	// hour, at most 5 minutes for private_key_jwt; 5 minutes by default.
 	AssertionLifetime time.Duration
-	// UIDMode says what the assertion's uid claim holds for a tenant-level
-	// token.
+	// UIDMode says what the Pismo assertion's uid claim holds for a
+	// tenant-level token; "omit" for the other kinds.
 	UIDMode UIDMode
 	// Alg is the JWS algorithm the tenant's keys sign with: "RS256", "PS256"
 	// or "ES256"; "" when absent, for each key's own default (RS256 for RSA,
@@ -185,12 +188,71 @@ type PKCS11 struct {
 
 // Upstream is a tenant's token endpoint and how to talk to it.
 type Upstream struct {
-	// Kind is the exchanger: "pismo_oidc", the only kind supported yet.
+	// Kind is the exchanger: one of the Kind constants.
 	Kind string
 	// TokenURL is the absolute token endpoint: https, or http on loopback.
+	// Nil when the endpoint is discovered from Issuer.
 	TokenURL *url.URL
+	// Issuer is the OpenID provider whose discovery document
+	// (/.well-known/openid-configuration) names the token endpoint, for the
+	// standard kinds; nil when TokenURL is given. Exactly one of the two is
+	// set. Same URL rules as TokenURL, without a query.
+	Issuer *url.URL
+	// ClientID is the OAuth client id: 1-1024 printable ASCII characters.
+	// Required by every kind but pismo_oidc (which has none) and jwt_bearer
+	// (whose default is the client_email of a service-account key).
+	ClientID string
+	// AssertionAudience is the aud of a private_key_jwt client assertion:
+	// [AudienceTokenEndpoint] (the default) or [AudienceIssuer].
+	AssertionAudience string
+	// ClientSecretFile is the path of the file holding the client secret of
+	// the client_secret_post, client_secret_basic and pismo_oauth2 kinds,
+	// resolved like [Key.File]; it existed and was a regular file when the
+	// config was parsed. "" when the secret comes from ClientSecretEnv.
+	ClientSecretFile string
+	// ClientSecretEnv is the name of the environment variable holding the
+	// client secret instead: [A-Z_][A-Z0-9_]*. Exactly one of the two is set
+	// for the kinds that take a secret; the secret is never in the config.
+	ClientSecretEnv string
 	// Timeout bounds one HTTP exchange, from dial to the end of the body.
 	Timeout time.Duration
+}
+
+// The upstream kinds.
+const (
+	// KindPismoOIDC is Pismo's OpenID endpoint: a signed assertion posted as
+	// {"token": ...}.
+	KindPismoOIDC = "pismo_oidc"
+	// KindPismoOAuth2 is Pismo's client-credentials endpoint, with a secret.
+	KindPismoOAuth2 = "pismo_oauth2"
+	// KindPrivateKeyJWT is the client-credentials grant with RFC 7523 client
+	// authentication (OIDC Core §9 private_key_jwt).
+	KindPrivateKeyJWT = "private_key_jwt"
+	// KindClientSecretPost is the client-credentials grant with the secret
+	// in the form.
+	KindClientSecretPost = "client_secret_post"
+	// KindClientSecretBasic is the client-credentials grant with the secret
+	// in HTTP Basic authentication.
+	KindClientSecretBasic = "client_secret_basic"
+	// KindJWTBearer is the RFC 7523 §2.1 JWT-bearer grant, as Google service
+	// accounts use it.
+	KindJWTBearer = "jwt_bearer"
+)
+
+// The values of [Upstream.AssertionAudience].
+const (
+	AudienceTokenEndpoint = "token_endpoint"
+	AudienceIssuer        = "issuer"
+)
+
+// SignsAssertions reports whether the kind signs with the tenant's keys;
+// the other kinds authenticate with a client secret and take no keys.
+func (u Upstream) SignsAssertions() bool {
+	switch u.Kind {
+	case KindPismoOIDC, KindPrivateKeyJWT, KindJWTBearer:
+		return true
+	}
+	return false
 }
 
 // UIDMode says what the Pismo assertion's uid claim holds when no account is

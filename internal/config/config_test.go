@@ -3,6 +3,7 @@ package config_test
 import (
 	"crypto/sha256"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -597,5 +598,84 @@ func TestParseKeyList(t *testing.T) {
 	}
 	if got := cfg.Tenants[0].Keys; !reflect.DeepEqual(got, want) {
 		t.Errorf("Keys = %+v\nwant %+v", got, want)
+	}
+}
+
+// kindsDoc has a tenant of every upstream kind (tenants[0]..[5] on lines
+// 2-7, one flow mapping each) and a caller allowed each. It needs the files
+// of [keyDir]; ca.crt stands in for a client secret file.
+const kindsDoc = `tenants:
+  - {id: po, upstream: {kind: pismo_oidc, token_url: "https://p.example/passport/v1/oauth2/token"}, issuer: i, subject: s, audience: a, key_file: k.pem}
+  - {id: pa, upstream: {kind: pismo_oauth2, token_url: "https://p.example/passport/v2/oauth/token", client_id: pc, client_secret_file: ca.crt}}
+  - {id: pk, upstream: {kind: private_key_jwt, issuer: "https://idp.example/realms/x", client_id: kc, assertion_audience: issuer}, key_file: k.pem, alg: PS256, assertion_lifetime: 2m}
+  - {id: cp, upstream: {kind: client_secret_post, token_url: "https://idp.example/token", client_id: cc, client_secret_env: CP_SECRET}}
+  - {id: cb, upstream: {kind: client_secret_basic, issuer: "http://127.0.0.1:9/", client_id: "bc:1", client_secret_file: ca.crt}}
+  - {id: jb, upstream: {kind: jwt_bearer, token_url: "https://oauth2.example/token"}, subject: admin@corp.example, key_file: k.pem}
+callers:
+  - name: c
+    api_key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    allow:
+      - {tenant: po, groups: ["*"], account_tokens: true, custom_claims: [channel]}
+      - {tenant: pa, groups: ["*"], account_tokens: true}
+      - {tenant: pk, groups: ["*"]}
+      - {tenant: cp, groups: ["*"]}
+      - {tenant: cb, groups: ["*"]}
+      - {tenant: jb, groups: ["*"], account_tokens: true}
+`
+
+// editKinds is [edit] for [kindsDoc].
+func editKinds(t testing.TB, oldNew ...string) string {
+	t.Helper()
+	return replace(t, kindsDoc, oldNew...)
+}
+
+// Every upstream kind, with what it takes and the defaults of what it does
+// not.
+func TestParseUpstreamKinds(t *testing.T) {
+	dir := keyDir(t)
+	cfg, err := config.Parse([]byte(kindsDoc), dir)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	mustURL := func(s string) *url.URL {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	key := []config.Key{{State: config.KeyActive, File: filepath.Join(dir, "k.pem")}}
+	secret := filepath.Join(dir, "ca.crt")
+	type tenant struct {
+		up                        config.Upstream
+		issuer, subject, audience string
+		keys                      int
+		alg                       string
+		lifetime                  time.Duration
+	}
+	want := []tenant{
+		{config.Upstream{Kind: "pismo_oidc", TokenURL: mustURL("https://p.example/passport/v1/oauth2/token")}, "i", "s", "a", 1, "", 5 * time.Minute},
+		{config.Upstream{Kind: "pismo_oauth2", TokenURL: mustURL("https://p.example/passport/v2/oauth/token"), ClientID: "pc", ClientSecretFile: secret}, "", "", "", 0, "", 0},
+		{config.Upstream{Kind: "private_key_jwt", Issuer: mustURL("https://idp.example/realms/x"), ClientID: "kc", AssertionAudience: "issuer"}, "", "", "", 1, "PS256", 2 * time.Minute},
+		{config.Upstream{Kind: "client_secret_post", TokenURL: mustURL("https://idp.example/token"), ClientID: "cc", ClientSecretEnv: "CP_SECRET"}, "", "", "", 0, "", 0},
+		{config.Upstream{Kind: "client_secret_basic", Issuer: mustURL("http://127.0.0.1:9/"), ClientID: "bc:1", ClientSecretFile: secret}, "", "", "", 0, "", 0},
+		{config.Upstream{Kind: "jwt_bearer", TokenURL: mustURL("https://oauth2.example/token")}, "", "admin@corp.example", "", 1, "", 5 * time.Minute},
+	}
+	for i, w := range want {
+		tn := cfg.Tenants[i]
+		w.up.Timeout = 10 * time.Second
+		got := tenant{tn.Upstream, tn.Issuer, tn.Subject, tn.Audience, len(tn.Keys), tn.Alg, tn.AssertionLifetime}
+		if !reflect.DeepEqual(got, w) {
+			t.Errorf("tenants[%d] = %+v\nwant %+v", i, got, w)
+		}
+		if tn.UIDMode != config.UIDOmit {
+			t.Errorf("tenants[%d].UIDMode = %q, want omit", i, tn.UIDMode)
+		}
+		if len(tn.Keys) == 1 && !reflect.DeepEqual(tn.Keys[0].File, key[0].File) {
+			t.Errorf("tenants[%d].Keys = %+v", i, tn.Keys)
+		}
+		if signs := tn.Upstream.SignsAssertions(); signs != (len(tn.Keys) == 1) {
+			t.Errorf("tenants[%d].SignsAssertions() = %v with %d keys", i, signs, len(tn.Keys))
+		}
 	}
 }

@@ -60,9 +60,9 @@ type rawCache struct {
 type rawTenant struct {
 	ID                    string       `yaml:"id"`
 	Upstream              *rawUpstream `yaml:"upstream"`
-	Issuer                string       `yaml:"issuer"`
-	Subject               string       `yaml:"subject"`
-	Audience              string       `yaml:"audience"`
+	Issuer                *string      `yaml:"issuer"`
+	Subject               *string      `yaml:"subject"`
+	Audience              *string      `yaml:"audience"`
 	KeyFile               *string      `yaml:"key_file"`
 	AssertionLifetime     *string      `yaml:"assertion_lifetime"`
 	UIDMode               *string      `yaml:"uid_mode"`
@@ -91,9 +91,14 @@ type rawPKCS11 struct {
 }
 
 type rawUpstream struct {
-	Kind     string  `yaml:"kind"`
-	TokenURL string  `yaml:"token_url"`
-	Timeout  *string `yaml:"timeout"`
+	Kind              string  `yaml:"kind"`
+	TokenURL          *string `yaml:"token_url"`
+	Issuer            *string `yaml:"issuer"`
+	ClientID          *string `yaml:"client_id"`
+	AssertionAudience *string `yaml:"assertion_audience"`
+	ClientSecretFile  *string `yaml:"client_secret_file"`
+	ClientSecretEnv   *string `yaml:"client_secret_env"`
+	Timeout           *string `yaml:"timeout"`
 }
 
 type rawCaller struct {

@@ -19,6 +19,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(full))
 	f.Add([]byte(keyOpt(f, "key_id: kid-1\n    alg: RS256\n    key_passphrase_env: TN_PASS\n    allow_group_readable_key: true")))
 	f.Add([]byte(keyList(f, "    - {file: k.pem, state: next, key_id: b}\n    - {state: active, pkcs11: {uri: \"pkcs11:object=a\", module: k.pem, pin_file: k.pem}}\n    - {file: gone.pem, state: retired}\n")))
+	f.Add([]byte(kindsDoc))
 	f.Add([]byte("callers: [{name: c, allow: [{tenant: t, groups: [\"a:*:b\"]}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := config.Parse(data, dir)
@@ -43,9 +44,15 @@ func FuzzParse(f *testing.F) {
 		}
 		ids := map[string]bool{}
 		for _, tn := range cfg.Tenants {
-			if tn.ID == "" || ids[tn.ID] || tn.Upstream.TokenURL == nil || tn.Upstream.Timeout <= 0 ||
-				tn.AssertionLifetime <= 0 || tn.UIDMode == "" || tn.Alg != "" && tn.Alg != "RS256" {
+			if tn.ID == "" || ids[tn.ID] || tn.Upstream.Timeout <= 0 ||
+				tn.UIDMode == "" || tn.Upstream.Kind == config.KindPismoOIDC && tn.Alg != "" && tn.Alg != "RS256" {
 				t.Fatalf("accepted an unusable tenant: %+v", tn)
+			}
+			up := tn.Upstream
+			if (up.TokenURL == nil) == (up.Issuer == nil) || up.ClientID == "" && up.Kind != config.KindPismoOIDC && up.Kind != config.KindJWTBearer ||
+				!up.SignsAssertions() && (up.ClientSecretFile == "") == (up.ClientSecretEnv == "") ||
+				up.SignsAssertions() && (tn.AssertionLifetime <= 0 || tn.AssertionLifetime > time.Hour) {
+				t.Fatalf("accepted an unusable upstream: %+v", tn)
 			}
 			active := 0
 			for _, k := range tn.Keys {
@@ -58,7 +65,7 @@ func FuzzParse(f *testing.F) {
 					t.Fatalf("accepted an unusable key: %+v", k)
 				}
 			}
-			if active != 1 || len(tn.Keys) > 16 {
+			if tn.Upstream.SignsAssertions() != (active == 1) || active > 1 || len(tn.Keys) > 16 {
 				t.Fatalf("accepted a tenant with %d keys, %d active", len(tn.Keys), active)
 			}
 			ids[tn.ID] = true

@@ -94,7 +94,6 @@ func TestParseProblems(t *testing.T) {
 		{"issuer too long", edit(t, "issuer: iss\n", "issuer: "+long(1025)+"\n"), "tenants[0].issuer", 13, "at most 1024 bytes, got 1025"},
 		{"uid_mode", edit(t, "uid_mode: omit", "uid_mode: always"), "tenants[0].uid_mode", 18, `unknown uid_mode "always", want omit or tenant`},
 		{"uid_mode empty", edit(t, "uid_mode: omit", `uid_mode: ""`), "tenants[0].uid_mode", 18, "unknown uid_mode"},
-		{"kind not yet", edit(t, "kind: pismo_oidc\n      token_url: https://sandbox.example/token", "kind: private_key_jwt\n      token_url: https://sandbox.example/token"), "tenants[0].upstream.kind", 10, `"private_key_jwt" is not supported yet`},
 		{"kind unknown", edit(t, "kind: pismo_oidc\n      token_url: https://sandbox.example/token", "kind: oidc\n      token_url: https://sandbox.example/token"), "tenants[0].upstream.kind", 10, `unknown kind "oidc", want one of pismo_oidc`},
 		{"hash length", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "9f86d0"), "callers[0].api_key_sha256", 29, "must be 64 hex digits"},
 		{"hash not hex", edit(t, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", long(64)), "callers[0].api_key_sha256", 29, "not a hex digit"},
@@ -246,6 +245,7 @@ func TestParseProblems(t *testing.T) {
 		{"pkcs11 with a passphrase", keyList(t, "    - {state: active, passphrase_env: X, pkcs11: {uri: \"pkcs11:object=k\", module: k.pem, pin_file: k.pem}}\n"), "tenants[0].keys[0].pkcs11", 17, "a PKCS#11 key has no passphrase"},
 		{"pkcs11 group readable", keyList(t, "    - {state: active, allow_group_readable: true, pkcs11: {uri: \"pkcs11:object=k\", module: k.pem, pin_file: k.pem}}\n"), "tenants[0].keys[0].allow_group_readable", 17, "applies to key files only"},
 	}
+	tests = append(tests, kindProblems(t)...)
 	dir := keyDir(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -698,5 +698,54 @@ func TestProblemString(t *testing.T) {
 	var err error = e
 	if ce := (*config.Error)(nil); !errors.As(fmt.Errorf("wrapped: %w", err), &ce) || ce != e {
 		t.Errorf("errors.As through a wrap failed")
+	}
+}
+
+// kindProblems are the rows of [TestParseProblems] for the upstream kinds:
+// what each kind takes, and what it must not be given. They edit
+// [kindsDoc], whose tenants[i] is on line i+2.
+func kindProblems(t *testing.T) []struct {
+	name, doc, path string
+	line            int
+	msg             string
+} {
+	const (
+		pk = `{kind: private_key_jwt, issuer: "https://idp.example/realms/x", client_id: kc, assertion_audience: issuer}`
+		cp = `{kind: client_secret_post, token_url: "https://idp.example/token", client_id: cc, client_secret_env: CP_SECRET}`
+		pa = `{kind: pismo_oauth2, token_url: "https://p.example/passport/v2/oauth/token", client_id: pc, client_secret_file: ca.crt}`
+	)
+	return []struct {
+		name, doc, path string
+		line            int
+		msg             string
+	}{
+		{"token_url and issuer", editKinds(t, `issuer: "https://idp.example/realms/x"`, `issuer: "https://idp.example/realms/x", token_url: "https://idp.example/t"`), "tenants[2].upstream.issuer", 4, "cannot be set with token_url"},
+		{"neither token_url nor issuer", editKinds(t, pk, `{kind: private_key_jwt, client_id: kc}`), "tenants[2].upstream.token_url", 4, "required, or issuer to discover it from"},
+		{"pismo without token_url", editKinds(t, pa, `{kind: pismo_oauth2, client_id: pc, client_secret_file: ca.crt}`), "tenants[1].upstream.token_url", 3, "required"},
+		{"pismo with issuer", editKinds(t, pa, `{kind: pismo_oauth2, issuer: "https://p.example", client_id: pc, client_secret_file: ca.crt}`), "tenants[1].upstream.issuer", 3, "does not apply to a pismo_oauth2 upstream: give its token_url"},
+		{"issuer with a query", editKinds(t, `realms/x"`, `realms/x?a=b"`), "tenants[2].upstream.issuer", 4, "must not have a query"},
+		{"issuer http off loopback", editKinds(t, `"https://idp.example/realms/x"`, `"http://idp.example/realms/x"`), "tenants[2].upstream.issuer", 4, "http is allowed only on loopback"},
+		{"client_id missing", editKinds(t, "client_id: cc, ", ""), "tenants[3].upstream.client_id", 5, "required"},
+		{"client_id not printable", editKinds(t, "client_id: cc,", `client_id: "c\tc",`), "tenants[3].upstream.client_id", 5, "must be 1-1024 printable ASCII"},
+		{"client_id for pismo_oidc", editKinds(t, `oauth2/token"}`, `oauth2/token", client_id: x}`), "tenants[0].upstream.client_id", 2, "does not apply to a pismo_oidc upstream"},
+		{"assertion_audience unknown", editKinds(t, "assertion_audience: issuer", "assertion_audience: everyone"), "tenants[2].upstream.assertion_audience", 4, `unknown assertion_audience "everyone", want token_endpoint or issuer`},
+		{"assertion_audience issuer without issuer", editKinds(t, `issuer: "https://idp.example/realms/x", client_id: kc`, `token_url: "https://idp.example/t", client_id: kc`), "tenants[2].upstream.assertion_audience", 4, "issuer needs upstream.issuer"},
+		{"assertion_audience for a secret", editKinds(t, "client_secret_env: CP_SECRET}", "client_secret_env: CP_SECRET, assertion_audience: issuer}"), "tenants[3].upstream.assertion_audience", 5, "does not apply to a client_secret_post upstream"},
+		{"client secret missing", editKinds(t, cp, `{kind: client_secret_post, token_url: "https://idp.example/token", client_id: cc}`), "tenants[3].upstream.client_secret_file", 5, "required, or client_secret_env"},
+		{"client secret from both", editKinds(t, "client_secret_env: CP_SECRET}", "client_secret_env: CP_SECRET, client_secret_file: ca.crt}"), "tenants[3].upstream.client_secret_env", 5, "cannot be set with client_secret_file"},
+		{"client secret env bad", editKinds(t, "client_secret_env: CP_SECRET}", "client_secret_env: hunter2}"), "tenants[3].upstream.client_secret_env", 5, "the value is not shown: it may be the client secret itself"},
+		{"client secret file missing", editKinds(t, "client_id: pc, client_secret_file: ca.crt}", "client_id: pc, client_secret_file: nope}"), "tenants[1].upstream.client_secret_file", 3, "the file does not exist"},
+		{"client secret for a signer", editKinds(t, "assertion_audience: issuer}", "assertion_audience: issuer, client_secret_env: X}"), "tenants[2].upstream.client_secret_env", 4, "it signs with the tenant's key"},
+		{"key for a secret kind", editKinds(t, "client_secret_env: CP_SECRET}}", "client_secret_env: CP_SECRET}, key_file: k.pem}"), "tenants[3].key_file", 5, "a client_secret_post upstream signs nothing"},
+		{"keys for a secret kind", editKinds(t, "client_secret_env: CP_SECRET}}", "client_secret_env: CP_SECRET}, keys: [{file: k.pem, state: active}]}"), "tenants[3].keys", 5, "signs nothing"},
+		{"alg for a secret kind", editKinds(t, "client_secret_env: CP_SECRET}}", "client_secret_env: CP_SECRET}, alg: RS256}"), "tenants[3].alg", 5, "does not apply to a client_secret_post upstream"},
+		{"lifetime for a secret kind", editKinds(t, "client_secret_env: CP_SECRET}}", "client_secret_env: CP_SECRET}, assertion_lifetime: 1m}"), "tenants[3].assertion_lifetime", 5, "does not apply"},
+		{"client assertion too long-lived", editKinds(t, "assertion_lifetime: 2m", "assertion_lifetime: 6m"), "tenants[2].assertion_lifetime", 4, "at most 5m"},
+		{"pismo claims for private_key_jwt", editKinds(t, "key_file: k.pem, alg: PS256", "key_file: k.pem, audience: x, alg: PS256"), "tenants[2].audience", 4, "does not apply to a private_key_jwt upstream"},
+		{"issuer claim for jwt_bearer", editKinds(t, "subject: admin@corp.example", "subject: admin@corp.example, issuer: x"), "tenants[5].issuer", 7, "does not apply to a jwt_bearer upstream"},
+		{"uid_mode for jwt_bearer", editKinds(t, "subject: admin@corp.example", "subject: admin@corp.example, uid_mode: tenant"), "tenants[5].uid_mode", 7, "does not apply"},
+		{"pismo_oidc without its claims", editKinds(t, "issuer: i, ", ""), "tenants[0].issuer", 2, "required"},
+		{"account tokens for client credentials", editKinds(t, "{tenant: pk, groups: [\"*\"]}", "{tenant: pk, groups: [\"*\"], account_tokens: true}"), "callers[0].allow[2].account_tokens", 14, "issues client tokens only"},
+		{"custom claims off pismo_oidc", editKinds(t, "{tenant: pa, groups: [\"*\"], account_tokens: true}", "{tenant: pa, groups: [\"*\"], account_tokens: true, custom_claims: [x]}"), "callers[0].allow[1].custom_claims", 13, "takes no custom claims; only pismo_oidc does"},
 	}
 }

@@ -46,11 +46,14 @@ const (
 	maxCN                = 256
 	maxURIIdentity       = 2048 // the SPIFFE ID limit
 	maxKeyID             = 256
-	maxKeys              = 16   // per tenant, every state
-	maxPKCS11URI         = 4096 // bytes
+	maxClientID          = 1024
+	maxClientAssertion   = 5 * time.Minute // private_key_jwt (RFC 7523 practice; providers refuse longer)
+	maxKeys              = 16              // per tenant, every state
+	maxPKCS11URI         = 4096            // bytes
 )
 
-const kindPismoOIDC = "pismo_oidc"
+// kinds are the upstream kinds, in the order messages list them.
+var kinds = []string{KindPismoOIDC, KindPismoOAuth2, KindPrivateKeyJWT, KindClientSecretPost, KindClientSecretBasic, KindJWTBearer}
 
 // The JWS algorithms a tenant's key may sign with; Pismo verifies RS256 only.
 const (
@@ -58,9 +61,6 @@ const (
 	algPS256 = "PS256"
 	algES256 = "ES256"
 )
-
-// laterKinds are the upstream kinds of the design not implemented yet.
-var laterKinds = []string{"pismo_oauth2", "private_key_jwt", "client_secret_post", "client_secret_basic", "jwt_bearer"}
 
 // validate checks the raw values and builds the Config, recording a problem
 // for each wrong field. The Config is meaningful only when none was found.
@@ -80,7 +80,7 @@ func (p *parser) validate(r *rawConfig) *Config {
 		p.fail("listen.http", "must differ from listen.grpc")
 	}
 
-	var tenants map[string]string
+	var tenants map[string]tenantRef
 	c.Tenants, tenants = p.tenants(r.Tenants)
 	// A tls block of the wrong type is one problem, not one per caller.
 	clientCA := r.TLS != nil && (r.TLS.ClientCAFile != nil || p.bad["tls"])
@@ -88,21 +88,32 @@ func (p *parser) validate(r *rawConfig) *Config {
 	return c
 }
 
+// tenantRef is what a grant needs to know of its tenant.
+type tenantRef struct {
+	path string // "tenants[i]"
+	kind string // the upstream kind, "" if invalid
+}
+
 // tenants checks the tenants and returns them with a map from each id to
-// the path of its tenant.
-func (p *parser) tenants(raw []rawTenant) ([]Tenant, map[string]string) {
+// where its tenant is and its upstream kind.
+func (p *parser) tenants(raw []rawTenant) ([]Tenant, map[string]tenantRef) {
 	if len(raw) == 0 {
 		p.fail("tenants", "at least one tenant is required")
 	}
 	var ts []Tenant
-	ids := map[string]string{}
+	ids := map[string]tenantRef{}
 	for i, rt := range raw {
 		path := fmt.Sprintf("tenants[%d]", i)
-		ts = append(ts, p.tenant(path, rt))
+		t := p.tenant(path, rt)
+		ts = append(ts, t)
 		if first, dup := ids[rt.ID]; dup {
-			p.fail(path+".id", "duplicate tenant id %s (first at %s)", quote(rt.ID), first)
+			p.fail(path+".id", "duplicate tenant id %s (first at %s)", quote(rt.ID), first.path)
 		} else if rt.ID != "" {
-			ids[rt.ID] = path
+			ref := tenantRef{path: path}
+			if slices.Contains(kinds, t.Upstream.Kind) {
+				ref.kind = t.Upstream.Kind
+			}
+			ids[rt.ID] = ref
 		}
 	}
 	return ts, ids
@@ -110,7 +121,7 @@ func (p *parser) tenants(raw []rawTenant) ([]Tenant, map[string]string) {
 
 // callers checks the callers; their grants must name known tenants, and a
 // caller matched by certificate needs a client CA (tls.client_ca_file).
-func (p *parser) callers(raw []rawCaller, tenants map[string]string, clientCA bool) []Caller {
+func (p *parser) callers(raw []rawCaller, tenants map[string]tenantRef, clientCA bool) []Caller {
 	if len(raw) == 0 {
 		p.fail("callers", "at least one caller is required")
 	}
@@ -171,24 +182,66 @@ func (p *parser) callers(raw []rawCaller, tenants map[string]string, clientCA bo
 
 func (p *parser) tenant(path string, r rawTenant) Tenant {
 	p.name(path+".id", r.ID, maxTenantID)
-	p.claim(path+".issuer", r.Issuer)
-	p.claim(path+".subject", r.Subject)
-	p.claim(path+".audience", r.Audience)
-	t := Tenant{
-		ID:                r.ID,
-		Upstream:          p.upstream(path+".upstream", r.Upstream),
-		Issuer:            r.Issuer,
-		Subject:           r.Subject,
-		Audience:          r.Audience,
-		AssertionLifetime: p.duration(path+".assertion_lifetime", r.AssertionLifetime, defaultLifetime, false, maxLifetime),
-		UIDMode:           p.uidMode(path+".uid_mode", r.UIDMode),
+	t := Tenant{ID: r.ID, Upstream: p.upstream(path+".upstream", r.Upstream)}
+	kind := "" // unknown: its problem is reported, and the fields that depend on it are not checked
+	if r.Upstream != nil && slices.Contains(kinds, r.Upstream.Kind) {
+		kind = r.Upstream.Kind
 	}
-	if r.Alg != nil {
-		t.Alg = p.alg(path+".alg", *r.Alg, r.Upstream)
+
+	// The Pismo assertion's iss, sub and aud; a jwt_bearer default sub.
+	for _, c := range []struct {
+		name string
+		raw  *string
+		to   *string
+	}{{"issuer", r.Issuer, &t.Issuer}, {"subject", r.Subject, &t.Subject}, {"audience", r.Audience, &t.Audience}} {
+		switch {
+		case kind == KindPismoOIDC || kind == KindJWTBearer && c.name == "subject" && c.raw != nil:
+			var v string
+			if c.raw != nil {
+				v = *c.raw
+			}
+			p.claim(path+"."+c.name, v)
+			*c.to = v
+		case kind != "" && c.raw != nil:
+			p.notFor(path+"."+c.name, kind)
+		}
 	}
+
+	signs := kind == "" || t.Upstream.SignsAssertions()
+	maxLife := maxLifetime
+	if kind == KindPrivateKeyJWT {
+		maxLife = maxClientAssertion
+	}
+	switch {
+	case signs:
+		t.AssertionLifetime = p.duration(path+".assertion_lifetime", r.AssertionLifetime, defaultLifetime, false, maxLife)
+	case r.AssertionLifetime != nil:
+		p.notFor(path+".assertion_lifetime", kind)
+	}
+	t.UIDMode = UIDOmit
+	switch {
+	case kind == "" || kind == KindPismoOIDC:
+		t.UIDMode = p.uidMode(path+".uid_mode", r.UIDMode)
+	case r.UIDMode != nil:
+		p.notFor(path+".uid_mode", kind)
+	}
+	switch {
+	case r.Alg != nil && !signs:
+		p.notFor(path+".alg", kind)
+	case r.Alg != nil:
+		t.Alg = p.alg(path+".alg", *r.Alg, kind)
+	}
+
 	shorthand := r.KeyFile != nil || r.KeyID != nil || r.KeyPassphraseFile != nil || r.KeyPassphraseEnv != nil || r.AllowGroupReadableKey
 	switch {
 	case p.bad[path+".keys"]: // already a problem
+	case !signs && (r.Keys != nil || shorthand):
+		field := ".keys"
+		if r.Keys == nil {
+			field = ".key_file"
+		}
+		p.fail(path+field, "a %s upstream signs nothing: it authenticates with client_secret_file or client_secret_env; remove the key", kind)
+	case !signs:
 	case r.Keys != nil && shorthand:
 		p.fail(path+".keys", "cannot be set with key_file (or key_id, key_passphrase_file, key_passphrase_env, allow_group_readable_key): "+
 			"list every key under keys, or give one key with key_file")
@@ -208,6 +261,11 @@ func (p *parser) tenant(path string, r rawTenant) Tenant {
 		t.Keys = []Key{k}
 	}
 	return t
+}
+
+// notFor records a field set for an upstream kind it does not apply to.
+func (p *parser) notFor(path, kind string) {
+	p.fail(path, "does not apply to a %s upstream; remove it", kind)
 }
 
 // keys checks a tenant's key list: 1-16 keys, each with a state, exactly one
@@ -298,42 +356,39 @@ func (p *parser) pkcs11(path string, r *rawPKCS11, retired bool) *PKCS11 {
 }
 
 // keyID checks the kid to take from a JWK Set: 1-256 printable ASCII.
-func (p *parser) keyID(path, s string) {
-	ok := s != "" && len(s) <= maxKeyID
-	for i := 0; ok && i < len(s); i++ {
-		ok = s[i] >= 0x20 && s[i] <= 0x7e
-	}
-	if !ok {
-		p.fail(path, "must be 1-%d printable ASCII characters, got %s", maxKeyID, quote(s))
-	}
-}
+func (p *parser) keyID(path, s string) { p.printable(path, s, maxKeyID) }
 
 // alg checks a tenant's algorithm; a pismo_oidc tenant must sign with
 // RS256, the only one Pismo verifies. Whether it fits the key is checked
 // when the key is loaded.
-func (p *parser) alg(path, s string, up *rawUpstream) string {
+func (p *parser) alg(path, s, kind string) string {
 	switch s {
 	case algRS256, algPS256, algES256:
 	default:
 		p.fail(path, "unknown alg %s, want %s, %s or %s", quote(s), algRS256, algPS256, algES256)
 		return ""
 	}
-	if s != algRS256 && up != nil && up.Kind == kindPismoOIDC {
-		p.fail(path, "must be %s for a %s upstream (Pismo verifies %s assertions only), got %s", algRS256, kindPismoOIDC, algRS256, s)
+	if s != algRS256 && kind == KindPismoOIDC {
+		p.fail(path, "must be %s for a %s upstream (Pismo verifies %s assertions only), got %s", algRS256, KindPismoOIDC, algRS256, s)
 		return ""
 	}
 	return s
 }
 
 // passphrase checks where an encrypted key's passphrase comes from: a file
-// or an environment variable, at most one, never the config itself. Its
-// problems do not repeat the values: either may be the passphrase, pasted
-// by mistake.
+// or an environment variable, at most one, never the config itself.
 func (p *parser) passphrase(path, prefix string, file, env *string) (string, string) {
+	return p.secretSource(path, prefix, "passphrase", "; leave the field out for a key file that is not encrypted", file, env)
+}
+
+// secretSource checks where a secret comes from: the fields prefix_file or
+// prefix_env under path, at most one, never the config itself. Its problems
+// do not repeat the values: either may be the secret, pasted by mistake.
+func (p *parser) secretSource(path, prefix, what, emptyHint string, file, env *string) (string, string) {
 	var f, e string
 	if file != nil {
 		if *file == "" {
-			p.fail(path+"."+prefix+"_file", "must name a file; leave the field out for a key file that is not encrypted")
+			p.fail(path+"."+prefix+"_file", "must name a file%s", emptyHint)
 		} else {
 			f = p.checkFile(path+"."+prefix+"_file", *file, false)
 		}
@@ -343,9 +398,9 @@ func (p *parser) passphrase(path, prefix string, file, env *string) (string, str
 		switch {
 		case !envName(e):
 			p.fail(path+"."+prefix+"_env", "must be the name of an environment variable, [A-Z_][A-Z0-9_]* "+
-				"(the value is not shown: it may be the passphrase itself)")
+				"(the value is not shown: it may be the %s itself)", what)
 		case file != nil:
-			p.fail(path+"."+prefix+"_env", "cannot be set with %s_file: the passphrase comes from one of them", prefix)
+			p.fail(path+"."+prefix+"_env", "cannot be set with %s_file: the %s comes from one of them", prefix, what)
 		}
 	}
 	return f, e
@@ -367,29 +422,105 @@ func (p *parser) upstream(path string, r *rawUpstream) Upstream {
 		p.fail(path, "required")
 		return Upstream{}
 	}
+	u := Upstream{Kind: r.Kind, Timeout: p.duration(path+".timeout", r.Timeout, defaultTimeout, false, maxTimeout)}
 	switch {
 	case r.Kind == "":
-		p.fail(path+".kind", "required (%s is the only kind supported yet)", kindPismoOIDC)
-	case r.Kind == kindPismoOIDC:
-	case slices.Contains(laterKinds, r.Kind):
-		p.fail(path+".kind", "%s is not supported yet: only %s is", quote(r.Kind), kindPismoOIDC)
-	default:
-		p.fail(path+".kind", "unknown kind %s, want one of %s (not supported yet: %s)",
-			quote(r.Kind), kindPismoOIDC, strings.Join(laterKinds, ", "))
+		p.fail(path+".kind", "required: one of %s", strings.Join(kinds, ", "))
+		return u
+	case !slices.Contains(kinds, r.Kind):
+		p.fail(path+".kind", "unknown kind %s, want one of %s", quote(r.Kind), strings.Join(kinds, ", "))
+		return u
 	}
-	return Upstream{
-		Kind:     r.Kind,
-		TokenURL: p.tokenURL(path+".token_url", r.TokenURL),
-		Timeout:  p.duration(path+".timeout", r.Timeout, defaultTimeout, false, maxTimeout),
+	pismo := r.Kind == KindPismoOIDC || r.Kind == KindPismoOAuth2
+	switch {
+	case r.TokenURL != nil && r.Issuer != nil:
+		p.fail(path+".issuer", "cannot be set with token_url: give the token endpoint, or the issuer to discover it from")
+	case r.Issuer != nil && pismo:
+		p.fail(path+".issuer", "does not apply to a %s upstream: give its token_url", r.Kind)
+	case r.Issuer != nil:
+		u.Issuer = p.url(path+".issuer", *r.Issuer, false)
+	case r.TokenURL != nil:
+		u.TokenURL = p.url(path+".token_url", *r.TokenURL, true)
+	case pismo:
+		p.fail(path+".token_url", "required")
+	default:
+		p.fail(path+".token_url", "required, or issuer to discover it from")
+	}
+
+	switch {
+	case r.ClientID != nil && r.Kind == KindPismoOIDC:
+		p.notFor(path+".client_id", r.Kind)
+	case r.ClientID != nil:
+		u.ClientID = *r.ClientID
+		p.printable(path+".client_id", u.ClientID, maxClientID)
+	case r.Kind != KindPismoOIDC && r.Kind != KindJWTBearer:
+		p.fail(path+".client_id", "required")
+	}
+
+	switch {
+	case r.AssertionAudience != nil && r.Kind != KindPrivateKeyJWT:
+		p.notFor(path+".assertion_audience", r.Kind)
+	case r.AssertionAudience == nil && r.Kind == KindPrivateKeyJWT:
+		u.AssertionAudience = AudienceTokenEndpoint
+	case r.AssertionAudience != nil:
+		switch a := *r.AssertionAudience; a {
+		case AudienceIssuer:
+			u.AssertionAudience = a
+			if r.Issuer == nil {
+				p.fail(path+".assertion_audience", "issuer needs upstream.issuer (discovery) to know the issuer; with token_url, use token_endpoint")
+			}
+		case AudienceTokenEndpoint:
+			u.AssertionAudience = a
+		default:
+			p.fail(path+".assertion_audience", "unknown assertion_audience %s, want %s or %s", quote(a), AudienceTokenEndpoint, AudienceIssuer)
+		}
+	}
+
+	if u.SignsAssertions() {
+		for name, v := range map[string]*string{"client_secret_file": r.ClientSecretFile, "client_secret_env": r.ClientSecretEnv} {
+			if v != nil {
+				p.fail(path+"."+name, "does not apply to a %s upstream: it signs with the tenant's key; remove it", r.Kind)
+			}
+		}
+		return u
+	}
+	u.ClientSecretFile, u.ClientSecretEnv = p.secretSource(path, "client_secret", "client secret", "", r.ClientSecretFile, r.ClientSecretEnv)
+	if r.ClientSecretFile == nil && r.ClientSecretEnv == nil {
+		p.fail(path+".client_secret_file", "required, or client_secret_env: the secret itself never goes in the config")
+	}
+	return u
+}
+
+// printable checks a value of 1-max printable ASCII characters.
+func (p *parser) printable(path, s string, max int) {
+	ok := s != "" && len(s) <= max
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] >= 0x20 && s[i] <= 0x7e
+	}
+	if !ok {
+		p.fail(path, "must be 1-%d printable ASCII characters, got %s", max, quote(s))
 	}
 }
 
-func (p *parser) grant(path string, r rawGrant, tenants map[string]string) Grant {
-	switch _, ok := tenants[r.Tenant]; {
+func (p *parser) grant(path string, r rawGrant, tenants map[string]tenantRef) Grant {
+	ref, ok := tenants[r.Tenant]
+	switch {
 	case r.Tenant == "":
 		p.fail(path+".tenant", "required")
 	case !ok:
 		p.fail(path+".tenant", "unknown tenant %s", quote(r.Tenant))
+	}
+	// What the tenant's upstream can carry: account ids for Pismo and the
+	// JWT-bearer grant (as the assertion's sub), custom claims for Pismo's
+	// OpenID endpoint only.
+	switch ref.kind {
+	case KindPrivateKeyJWT, KindClientSecretPost, KindClientSecretBasic:
+		if r.AccountTokens {
+			p.fail(path+".account_tokens", "tenant %s's upstream (%s) issues client tokens only; account tokens do not apply", quote(r.Tenant), ref.kind)
+		}
+	}
+	if ref.kind != "" && ref.kind != KindPismoOIDC && len(r.CustomClaims) > 0 {
+		p.fail(path+".custom_claims", "tenant %s's upstream (%s) takes no custom claims; only %s does", quote(r.Tenant), ref.kind, KindPismoOIDC)
 	}
 	if len(r.Groups) == 0 {
 		p.fail(path+".groups", "at least one group is required")
@@ -674,7 +805,7 @@ func isLoopback(host string) bool {
 
 // tokenURL parses an absolute https URL, or http on loopback. The URL is
 // never echoed: it might carry a password.
-func (p *parser) tokenURL(path, s string) *url.URL {
+func (p *parser) url(path, s string, queryOK bool) *url.URL {
 	if s == "" {
 		p.fail(path, "required")
 		return nil
@@ -699,6 +830,8 @@ func (p *parser) tokenURL(path, s string) *url.URL {
 		p.fail(path, "must not contain a user name or password")
 	case strings.Contains(s, "#"):
 		p.fail(path, "must not have a fragment")
+	case !queryOK && strings.Contains(s, "?"):
+		p.fail(path, "must not have a query")
 	default:
 		return u
 	}
