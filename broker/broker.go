@@ -3,8 +3,11 @@ package broker
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +21,16 @@ import (
 const (
 	DefaultSkew            = 10 * time.Second
 	DefaultExchangeTimeout = 30 * time.Second
+	DefaultRefreshFraction = 0.2
+	DefaultNegativeTTL     = 5 * time.Second
+	DefaultMaxEntries      = 100_000
+)
+
+// Refresh retries after a failed background refresh back off from
+// refreshBackoffBase, doubling, up to refreshBackoffMax, with jitter.
+const (
+	refreshBackoffBase = time.Second
+	refreshBackoffMax  = time.Minute
 )
 
 // Config is what [New] needs. Zero fields take defaults.
@@ -32,34 +45,88 @@ type Config struct {
 	// ExchangeTimeout bounds one shared exchange, whatever its callers'
 	// deadlines. Default [DefaultExchangeTimeout].
 	ExchangeTimeout time.Duration
+	// RefreshFraction is the share of a token's usable life (up to its
+	// expiry less the skew) left when a hit starts its background refresh:
+	// default [DefaultRefreshFraction]; negative disables refresh-ahead; at
+	// most 0.9.
+	RefreshFraction float64
+	// NegativeTTL is how long an upstream's refusal (4xx) is remembered for
+	// its key, so that a crowd of callers with a broken configuration makes
+	// one upstream call: default [DefaultNegativeTTL]; negative disables.
+	NegativeTTL time.Duration
+	// MaxEntries bounds the cache: default [DefaultMaxEntries]. Past it,
+	// storing a token evicts the least recently used entry of its shard.
+	MaxEntries int
 	// Metrics receives events; nil discards them.
 	Metrics Metrics
 }
 
-// numShards is a power of two. Shards bound the cost of a copy-on-write store:
-// at 100,000 cached tokens a miss copies about 400 entries, negligible next to
-// the RSA signature the miss needs anyway.
-const numShards = 256
+// maxShards is a power of two. Shards bound the cost of a copy-on-write
+// store: at 100,000 cached tokens a store copies about 400 entries,
+// negligible next to the signature the exchange needed. Smaller caches get
+// fewer shards (at least minPerShard entries each), so that eviction, which
+// is least-recently-used within a shard, stays close to exact.
+const (
+	maxShards   = 256
+	minPerShard = 64
+)
 
-// Broker serves tokens from its cache and coalesces misses. It is safe for
-// concurrent use.
+// Broker serves tokens from its cache, coalesces misses, refreshes tokens
+// ahead of their expiry in the background and keeps serving a valid token
+// while its refresh fails. It is safe for concurrent use; [Broker.Close]
+// stops its background work.
 type Broker struct {
 	exchanger       Exchanger
 	clock           Clock
 	skew            time.Duration
 	exchangeTimeout time.Duration
+	refreshFraction float64
+	negativeTTL     time.Duration
 	metrics         Metrics
 
-	seed    maphash.Seed
-	shards  [numShards]shard
-	flights singleflight.Group
+	seed     maphash.Seed
+	shards   []shard
+	mask     uint64
+	perShard int
+	flights  singleflight.Group
+
+	// ctx ends when the broker closes: background refreshes and the
+	// exchanges in flight stop. work counts the goroutines Close waits for;
+	// closed (under mu) stops new ones from starting.
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.RWMutex
+	closed bool
+	work   sync.WaitGroup
+}
+
+// entry is a cached token, or a remembered refusal (err set, until
+// tok.Expiry). Its atomic fields are written by hits and refreshes; the
+// rest never changes once the entry is published.
+type entry struct {
+	tok       Token
+	err       error // a refusal, for the negative cache
+	refreshAt int64 // unix nanoseconds: a hit after this starts a refresh
+
+	lastUsed   atomic.Int64 // unix nanoseconds, kept to about a second
+	refreshing atomic.Bool  // a refresh is in flight
+	failures   atomic.Int32 // refreshes failed in a row
+	retryAt    atomic.Int64 // unix nanoseconds: no refresh before this
+}
+
+// touch records a use, writing only when the last one is a second old, so
+// that hits on a hot key from many cores do not contend on its cache line.
+func (e *entry) touch(now int64) {
+	if now-e.lastUsed.Load() > int64(time.Second) {
+		e.lastUsed.Store(now)
+	}
 }
 
 // shard is a copy-on-write map: readers load it with one atomic read and
-// write nothing shared, so cache hits on many cores do not contend. Writers
-// serialise on mu and publish a new map.
+// write nothing shared but an entry's use time, so cache hits on many cores
+// do not contend. Writers serialise on mu and publish a new map.
 type shard struct {
-	m  atomic.Pointer[map[string]Token]
+	m  atomic.Pointer[map[string]*entry]
 	mu sync.Mutex
 	_  [48]byte // keep shards on separate cache lines
 }
@@ -81,21 +148,71 @@ func New(cfg Config) *Broker {
 	if cfg.ExchangeTimeout <= 0 {
 		cfg.ExchangeTimeout = DefaultExchangeTimeout
 	}
+	switch {
+	case cfg.RefreshFraction == 0:
+		cfg.RefreshFraction = DefaultRefreshFraction
+	case cfg.RefreshFraction < 0:
+		cfg.RefreshFraction = 0
+	case cfg.RefreshFraction > 0.9:
+		cfg.RefreshFraction = 0.9
+	}
+	if cfg.NegativeTTL == 0 {
+		cfg.NegativeTTL = DefaultNegativeTTL
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = DefaultMaxEntries
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
+	}
+	n := 1
+	for n < maxShards && n*2*minPerShard <= cfg.MaxEntries {
+		n *= 2
 	}
 	b := &Broker{
 		exchanger:       cfg.Exchanger,
 		clock:           cfg.Clock,
 		skew:            cfg.Skew,
 		exchangeTimeout: cfg.ExchangeTimeout,
+		refreshFraction: cfg.RefreshFraction,
+		negativeTTL:     cfg.NegativeTTL,
 		metrics:         cfg.Metrics,
 		seed:            maphash.MakeSeed(),
+		shards:          make([]shard, n),
+		mask:            uint64(n - 1),
+		perShard:        (cfg.MaxEntries + n - 1) / n,
 	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range b.shards {
-		b.shards[i].m.Store(&map[string]Token{})
+		b.shards[i].m.Store(&map[string]*entry{})
 	}
 	return b
+}
+
+// Close stops the background refreshes and the exchanges in flight, and
+// waits for them to end. Calls after Close still serve cached tokens; a miss
+// fails with [ErrClosed].
+func (b *Broker) Close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cancel()
+	b.work.Wait()
+}
+
+// ErrClosed is the error of a miss after [Broker.Close].
+var ErrClosed = errors.New("broker: closed")
+
+// begin registers a goroutine's work with Close, or reports that the broker
+// is closed.
+func (b *Broker) begin() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return false
+	}
+	b.work.Add(1)
+	return true
 }
 
 // Token returns a token for req with at least opt.MinTTL (plus the skew
@@ -103,7 +220,9 @@ func New(cfg Config) *Broker {
 // exchange that all concurrent callers for the same key share. The shared
 // exchange runs on its own context bounded by the exchange timeout, so a
 // caller that gives up never fails the others; each caller still returns as
-// soon as its own ctx is done.
+// soon as its own ctx is done. A hit on a token past its refresh point
+// starts one background refresh of it and returns at once; a recent refusal
+// for the key is returned without asking the upstream again.
 func (b *Broker) Token(ctx context.Context, req Request, opt Options) (Token, Status, error) {
 	// The key is built on the stack: a cache hit allocates nothing.
 	var groupBuf [32]string
@@ -113,18 +232,95 @@ func (b *Broker) Token(ctx context.Context, req Request, opt Options) (Token, St
 	var keyBuf [320]byte
 	key := appendKey(keyBuf[:0], &req, groups, claimKeys)
 
-	sh := &b.shards[maphash.Bytes(b.seed, key)&(numShards-1)]
-	tok, ok := (*sh.m.Load())[string(key)]
-	if ok && opt.RejectedToken != "" && tok.AccessToken == opt.RejectedToken {
-		sh.compareAndDelete(string(key), opt.RejectedToken, b.clock.Now())
+	sh := &b.shards[maphash.Bytes(b.seed, key)&b.mask]
+	now := b.clock.Now()
+	e, ok := (*sh.m.Load())[string(key)]
+	if ok && e.err != nil {
+		if e.tok.Expiry.After(now) {
+			b.metrics.NegativeHit()
+			return Token{}, 0, e.err
+		}
 		ok = false
 	}
-	if ok && b.fresh(tok, opt.MinTTL) {
+	if ok && opt.RejectedToken != "" && e.tok.AccessToken == opt.RejectedToken {
+		sh.compareAndDelete(string(key), opt.RejectedToken, now)
+		ok = false
+	}
+	if ok && b.freshAt(e.tok, opt.MinTTL, now) {
+		nowNano := now.UnixNano()
+		e.touch(nowNano)
+		if nowNano >= e.refreshAt {
+			b.refreshAhead(sh, e, key, &req, groups, nowNano)
+		}
 		b.metrics.Lookup(StatusHit)
-		return tok, StatusHit, nil
+		return e.tok, StatusHit, nil
 	}
 	req.Groups = slices.Clone(groups)
 	return b.miss(ctx, sh, string(key), req, opt, false)
+}
+
+// refreshAhead serves a hit past its entry's refresh point: it counts a
+// stale serve when the entry's refresh has been failing, and starts the one
+// background refresh of the entry unless one is in flight or backing off.
+func (b *Broker) refreshAhead(sh *shard, e *entry, key []byte, req *Request, groups []string, now int64) {
+	if e.failures.Load() > 0 {
+		b.metrics.StaleServe()
+	}
+	if now < e.retryAt.Load() || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	if !b.begin() {
+		e.refreshing.Store(false)
+		return
+	}
+	b.metrics.RefreshStarted(req.Tenant)
+	r := *req
+	r.Groups = slices.Clone(groups)
+	go b.refresh(sh, e, string(key), r)
+}
+
+// refresh exchanges a new token for an entry in the background, through
+// the key's flight, so callers that miss meanwhile share it. When it fails
+// the entry keeps being served while it is fresh enough, and the next
+// refresh waits a backoff.
+func (b *Broker) refresh(sh *shard, e *entry, key string, req Request) {
+	defer b.work.Done()
+	ch := b.flights.DoChan(key, func() (any, error) {
+		return b.exchange(b.ctx, sh, key, req, Options{}, true)
+	})
+	var err error
+	select {
+	case res := <-ch:
+		err = res.Err
+		if err == nil && res.Val.(flightResult).cached {
+			// It joined a flight that found this entry fresh enough
+			// for its leader and replaced nothing: stay ready to refresh.
+			e.refreshing.Store(false)
+			return
+		}
+	case <-b.ctx.Done():
+		err = b.ctx.Err()
+	}
+	if err == nil {
+		// The entry is replaced; it stays marked, so that a hit that
+		// loaded it before the replacement cannot refresh it again.
+		return
+	}
+	n := e.failures.Add(1)
+	e.retryAt.Store(b.clock.Now().Add(refreshBackoff(n)).UnixNano())
+	e.refreshing.Store(false)
+	b.metrics.RefreshFailed(req.Tenant)
+}
+
+// refreshBackoff is the wait before the next refresh after n failures in a
+// row: doubling from refreshBackoffBase up to refreshBackoffMax, each drawn
+// from its upper half so that keys that failed together spread out.
+func refreshBackoff(n int32) time.Duration {
+	d := refreshBackoffMax
+	if n < 7 {
+		d = min(refreshBackoffMax, refreshBackoffBase<<(n-1))
+	}
+	return d/2 + rand.N(d/2+1)
 }
 
 // miss joins or starts the one exchange in flight for key. With force, a
@@ -168,18 +364,23 @@ type flightResult struct {
 	cached bool // another flight stored it between our miss and our start
 }
 
-// exchange runs in the flight's own goroutine, on a context detached from the
-// caller that started it.
+// exchange runs in the flight's own goroutine, on a context that keeps the
+// values of the caller that started it but not its deadline: it ends at the
+// exchange timeout or when the broker closes.
 func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Request, opt Options, force bool) (res flightResult, err error) {
+	if !b.begin() {
+		return flightResult{}, ErrClosed
+	}
+	defer b.work.Done()
 	// A flight that finished between our lookup and our start may have
 	// stored a token already.
-	tok, ok := (*sh.m.Load())[key]
-	if ok && !force && tok.AccessToken != opt.RejectedToken && b.fresh(tok, opt.MinTTL) {
-		return flightResult{tok: tok, cached: true}, nil
+	if e, ok := (*sh.m.Load())[key]; ok && e.err == nil && !force && e.tok.AccessToken != opt.RejectedToken && b.fresh(e.tok, opt.MinTTL) {
+		return flightResult{tok: e.tok, cached: true}, nil
 	}
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), b.exchangeTimeout)
 	defer cancel()
+	defer context.AfterFunc(b.ctx, cancel)()
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -188,54 +389,124 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 		b.metrics.Exchange(req.Tenant, time.Since(start), err)
 	}()
 
-	tok, err = b.exchanger.Exchange(ctx, req)
+	tok, err := b.exchanger.Exchange(ctx, req)
 	if err != nil {
+		var xe *ExchangeError
+		if errors.As(err, &xe) && xe.Reason == ReasonRefused && b.negativeTTL > 0 {
+			sh.storeRefusal(key, err, b.clock.Now(), b.negativeTTL, b.skew, b)
+		}
 		return flightResult{}, err
 	}
-	if tok.AccessToken == "" || !tok.Expiry.After(b.clock.Now()) {
+	now := b.clock.Now()
+	if tok.AccessToken == "" || !tok.Expiry.After(now) {
 		return flightResult{}, &ExchangeError{Reason: ReasonBadResponse, Upstream: req.Tenant,
 			Err: fmt.Errorf("exchanger returned an empty or expired token (expiry %s)", tok.Expiry)}
 	}
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"
 	}
-	sh.store(key, tok, b.clock.Now())
+	sh.store(key, b.newEntry(tok, now), now, b)
 	return flightResult{tok: tok}, nil
+}
+
+// newEntry wraps a token fetched at now, with its refresh point: when
+// RefreshFraction of its usable life (to its expiry less the skew) is left,
+// less up to a quarter of that again, drawn per entry, so that tokens
+// fetched together are not refreshed together.
+func (b *Broker) newEntry(tok Token, now time.Time) *entry {
+	e := &entry{tok: tok, refreshAt: math.MaxInt64}
+	if usable := tok.Expiry.Add(-b.skew).Sub(now); b.refreshFraction > 0 && usable > 0 {
+		window := time.Duration(float64(usable) * b.refreshFraction)
+		jitter := rand.N(window/4 + 1)
+		e.refreshAt = now.Add(usable - window - jitter).UnixNano()
+	}
+	e.lastUsed.Store(now.UnixNano())
+	return e
 }
 
 // fresh reports whether tok has more than minTTL plus the skew margin left.
 func (b *Broker) fresh(tok Token, minTTL time.Duration) bool {
-	return tok.Expiry.Sub(b.clock.Now()) > minTTL+b.skew
+	return b.freshAt(tok, minTTL, b.clock.Now())
 }
 
-// store caches tok under key.
-func (s *shard) store(key string, tok Token, now time.Time) {
-	s.update(now, func(m map[string]Token) { m[key] = tok })
+func (b *Broker) freshAt(tok Token, minTTL time.Duration, now time.Time) bool {
+	return tok.Expiry.Sub(now) > minTTL+b.skew
+}
+
+// store caches e under key.
+func (s *shard) store(key string, e *entry, now time.Time, b *Broker) {
+	s.update(now, b, func(m map[string]*entry) { m[key] = e })
+}
+
+// storeRefusal remembers a refusal for key for ttl, unless the shard still
+// holds a token for it that is fresh enough to serve: a failing refresh must
+// not take a valid token away.
+func (s *shard) storeRefusal(key string, err error, now time.Time, ttl, skew time.Duration, b *Broker) {
+	s.update(now, b, func(m map[string]*entry) {
+		if e, ok := m[key]; ok && e.err == nil && e.tok.Expiry.Sub(now) > skew {
+			return
+		}
+		e := &entry{tok: Token{Expiry: now.Add(ttl)}, err: err, refreshAt: math.MaxInt64}
+		e.lastUsed.Store(now.UnixNano())
+		m[key] = e
+	})
 }
 
 // compareAndDelete drops the entry for key only if it still holds rejected.
 func (s *shard) compareAndDelete(key, rejected string, now time.Time) {
-	s.update(now, func(m map[string]Token) {
-		if t, ok := m[key]; ok && t.AccessToken == rejected {
+	s.update(now, nil, func(m map[string]*entry) {
+		if e, ok := m[key]; ok && e.err == nil && e.tok.AccessToken == rejected {
 			delete(m, key)
 		}
 	})
 }
 
 // update publishes a copy of the shard's map, without its expired entries,
-// changed by fn.
-func (s *shard) update(now time.Time, fn func(map[string]Token)) {
+// changed by fn; then, with b, it evicts the least recently used entries
+// beyond the shard's share of MaxEntries.
+func (s *shard) update(now time.Time, b *Broker, fn func(map[string]*entry)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := *s.m.Load()
-	m := make(map[string]Token, len(old)+1)
-	for k, t := range old {
-		if t.Expiry.After(now) {
-			m[k] = t
+	m := make(map[string]*entry, len(old)+1)
+	for k, e := range old {
+		if e.tok.Expiry.After(now) {
+			m[k] = e
 		}
 	}
 	fn(m)
+	if b != nil && len(m) > b.perShard {
+		evicted := 0
+		for len(m) > b.perShard {
+			var oldest string
+			at := int64(math.MaxInt64)
+			for k, e := range m {
+				if t := e.lastUsed.Load(); t < at {
+					oldest, at = k, t
+				}
+			}
+			delete(m, oldest)
+			evicted++
+		}
+		b.metrics.Evicted(evicted)
+	}
 	s.m.Store(&m)
+}
+
+// Sweep drops the expired entries of every shard that holds one. Storing a
+// token drops its shard's expired entries anyway; Sweep is for the shards
+// nothing is stored in for a while.
+func (b *Broker) Sweep() {
+	now := b.clock.Now()
+	for i := range b.shards {
+		s := &b.shards[i]
+		for _, e := range *s.m.Load() {
+			if !e.tok.Expiry.After(now) {
+				s.update(now, nil, func(map[string]*entry) {})
+				break
+			}
+		}
+	}
 }
 
 // normalizeGroups appends the sorted, unique groups to dst.
@@ -286,8 +557,9 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// Len reports how many tokens the cache holds. Expired entries are dropped
-// from a shard whenever a token is stored in it.
+// Len reports how many entries the cache holds, remembered refusals
+// included. Expired entries are dropped from a shard whenever a token is
+// stored in it, and by [Broker.Sweep].
 func (b *Broker) Len() int {
 	n := 0
 	for i := range b.shards {
@@ -315,7 +587,7 @@ func (b *Broker) DropTenant(tenant string) {
 		if !held {
 			continue
 		}
-		s.update(now, func(m map[string]Token) {
+		s.update(now, nil, func(m map[string]*entry) {
 			for k := range m {
 				if strings.HasPrefix(k, prefix) {
 					delete(m, k)

@@ -51,17 +51,27 @@ func (u *upstream) Exchange(ctx context.Context, req broker.Request) (broker.Tok
 	u.mu.Lock()
 	u.seen = append(u.seen, req)
 	u.mu.Unlock()
-	if u.gate != nil {
+	u.mu.Lock()
+	gate, err := u.gate, u.err
+	u.mu.Unlock()
+	if gate != nil {
 		select {
-		case <-u.gate:
+		case <-gate:
 		case <-ctx.Done():
 			return broker.Token{}, ctx.Err()
 		}
 	}
-	if u.err != nil {
-		return broker.Token{}, u.err
+	if err != nil {
+		return broker.Token{}, err
 	}
 	return broker.Token{AccessToken: fmt.Sprintf("token-%d", n), Expiry: u.clock.Now().Add(u.ttl)}, nil
+}
+
+// setErr makes the exchanges that follow fail with err (nil: succeed).
+func (u *upstream) setErr(err error) {
+	u.mu.Lock()
+	u.err = err
+	u.mu.Unlock()
 }
 
 func newBroker(t *testing.T, up *upstream) *broker.Broker {
@@ -152,7 +162,8 @@ func TestExchangerSeesNormalizedGroups(t *testing.T) {
 func TestExpiryWithMinTTLAndSkew(t *testing.T) {
 	clock := newFakeClock()
 	up := &upstream{clock: clock, ttl: time.Hour}
-	b := broker.New(broker.Config{Exchanger: up, Clock: clock, Skew: 10 * time.Second})
+	// Without refresh-ahead, which would have replaced the token already.
+	b := broker.New(broker.Config{Exchanger: up, Clock: clock, Skew: 10 * time.Second, RefreshFraction: -1})
 	ctx := context.Background()
 	opt := broker.Options{MinTTL: time.Minute}
 
@@ -388,10 +399,31 @@ func TestTokenNeverPrintsItsValue(t *testing.T) {
 }
 
 type countingMetrics struct {
-	mu        sync.Mutex
-	lookups   map[broker.Status]int
-	exchanges int
-	errors    int
+	mu                                 sync.Mutex
+	lookups                            map[broker.Status]int
+	exchanges                          int
+	errors                             int
+	refreshes, refreshFailures         int
+	staleServes, negativeHits, evicted int
+}
+
+func (m *countingMetrics) RefreshStarted(string) { m.add(&m.refreshes, 1) }
+func (m *countingMetrics) RefreshFailed(string)  { m.add(&m.refreshFailures, 1) }
+func (m *countingMetrics) StaleServe()           { m.add(&m.staleServes, 1) }
+func (m *countingMetrics) NegativeHit()          { m.add(&m.negativeHits, 1) }
+func (m *countingMetrics) Evicted(n int)         { m.add(&m.evicted, n) }
+
+func (m *countingMetrics) add(field *int, n int) {
+	m.mu.Lock()
+	*field += n
+	m.mu.Unlock()
+}
+
+// get reads a field under the lock.
+func (m *countingMetrics) get(field *int) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return *field
 }
 
 func (m *countingMetrics) Lookup(s broker.Status) {

@@ -119,12 +119,31 @@ type Metrics interface {
 	// Exchange is called once per upstream exchange, with its duration and
 	// its error (nil on success).
 	Exchange(tenant string, d time.Duration, err error)
+	// RefreshStarted is called when a hit starts a background refresh.
+	RefreshStarted(tenant string)
+	// RefreshFailed is called when a background refresh fails; the old
+	// token keeps being served while it is fresh enough.
+	RefreshFailed(tenant string)
+	// StaleServe is called for each hit on a token whose refresh has been
+	// failing: the broker is serving while valid.
+	StaleServe()
+	// NegativeHit is called when a lookup is answered with a remembered
+	// refusal instead of asking the upstream again.
+	NegativeHit()
+	// Evicted is called with the number of entries evicted to keep the
+	// cache within its bound.
+	Evicted(n int)
 }
 
 type noMetrics struct{}
 
 func (noMetrics) Lookup(Status)                         {}
 func (noMetrics) Exchange(string, time.Duration, error) {}
+func (noMetrics) RefreshStarted(string)                 {}
+func (noMetrics) RefreshFailed(string)                  {}
+func (noMetrics) StaleServe()                           {}
+func (noMetrics) NegativeHit()                          {}
+func (noMetrics) Evicted(int)                           {}
 
 // ErrUnknownTenant is returned by exchangers for a tenant they do not serve.
 var ErrUnknownTenant = errors.New("broker: unknown tenant")
@@ -159,7 +178,11 @@ type ExchangeError struct {
 	Upstream   string // the upstream's host, to name it in messages
 	HTTPStatus int    // 0 when no response arrived
 	Code       string // the upstream's OAuth error code, already sanitised
-	Err        error  // the cause; for logs, never for callers
+	// RetryAfter is how long the upstream asked to be left alone (a 429's
+	// or 503's Retry-After), or how long until a circuit breaker lets the
+	// next attempt through; 0 when unknown.
+	RetryAfter time.Duration
+	Err        error // the cause; for logs, never for callers
 }
 
 // Error is safe to show to a caller: reason, upstream, status and OAuth code.

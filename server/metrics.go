@@ -19,6 +19,11 @@ type Metrics struct {
 	exchangeSeconds   *prometheus.HistogramVec
 	limited           *prometheus.CounterVec
 	wouldDenies       *prometheus.CounterVec
+	refreshes         *prometheus.CounterVec
+	refreshFailures   *prometheus.CounterVec
+	staleServes       prometheus.Counter
+	negativeHits      prometheus.Counter
+	evictions         prometheus.Counter
 }
 
 // NewMetrics registers the broker's collectors on reg.
@@ -52,8 +57,29 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "tokenbroker_would_deny_total",
 			Help: "Calls of callers in audit mode that were served although enforce mode would deny them, by caller.",
 		}, []string{"caller"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_refreshes_started_total",
+			Help: "Background refreshes started by hits on tokens past their refresh point, by tenant.",
+		}, []string{"tenant"}),
+		refreshFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_refresh_failures_total",
+			Help: "Background refreshes that failed, by tenant; the old token keeps being served while valid.",
+		}, []string{"tenant"}),
+		staleServes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenbroker_stale_serves_total",
+			Help: "Hits served with a still-valid token whose refresh has been failing.",
+		}),
+		negativeHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenbroker_negative_cache_hits_total",
+			Help: "Calls answered with an upstream refusal remembered for their key, without asking the upstream again.",
+		}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenbroker_cache_evictions_total",
+			Help: "Cache entries evicted, least recently used first, to keep the cache within cache.max_entries.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{lookups, m.exchanges, m.exchangeErrors, m.exchangeSeconds, m.limited, m.wouldDenies} {
+	for _, c := range []prometheus.Collector{lookups, m.exchanges, m.exchangeErrors, m.exchangeSeconds, m.limited, m.wouldDenies,
+		m.refreshes, m.refreshFailures, m.staleServes, m.negativeHits, m.evictions} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -81,6 +107,21 @@ func (m *Metrics) Exchange(tenant string, d time.Duration, err error) {
 		m.exchangeErrors.WithLabelValues(tenant, errorReason(err)).Inc()
 	}
 }
+
+// RefreshStarted counts a background refresh.
+func (m *Metrics) RefreshStarted(tenant string) { m.refreshes.WithLabelValues(tenant).Inc() }
+
+// RefreshFailed counts a failed background refresh.
+func (m *Metrics) RefreshFailed(tenant string) { m.refreshFailures.WithLabelValues(tenant).Inc() }
+
+// StaleServe counts a hit on a token whose refresh has been failing.
+func (m *Metrics) StaleServe() { m.staleServes.Inc() }
+
+// NegativeHit counts a call answered by a remembered refusal.
+func (m *Metrics) NegativeHit() { m.negativeHits.Inc() }
+
+// Evicted counts evicted cache entries.
+func (m *Metrics) Evicted(n int) { m.evictions.Add(float64(n)) }
 
 func errorReason(err error) string {
 	var xe *broker.ExchangeError

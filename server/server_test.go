@@ -310,23 +310,38 @@ func TestUpstreamFailures(t *testing.T) {
 		wantCode codes.Code
 		wantMsg  string
 	}{
-		{http.StatusUnauthorized, codes.FailedPrecondition, "invalid_client"},
 		{http.StatusServiceUnavailable, codes.Unavailable, "temporarily_unavailable"},
 		{http.StatusInternalServerError, codes.Unavailable, "server_error"},
+		{http.StatusUnauthorized, codes.FailedPrecondition, "invalid_client"},
 	}
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
 			h.emu.FailNext(1, tt.status)
-			_, err := h.get(context.Background(), keyFull, okReq())
+			req := okReq()
+			req.Uid = fmt.Sprint("acct-", i) // a key of its own
+			_, err := h.get(context.Background(), keyFull, req)
 			st := status.Convert(err)
 			if st.Code() != tt.wantCode || !strings.Contains(st.Message(), tt.wantMsg) {
 				t.Errorf("got %v %q, want %v mentioning %s", st.Code(), st.Message(), tt.wantCode, tt.wantMsg)
 			}
 		})
 	}
-	// The failures were not cached: the next call exchanges and succeeds.
-	if _, err := h.get(context.Background(), keyFull, okReq()); err != nil {
-		t.Fatalf("after the failures: %v", err)
+	// Outages are not remembered: the next call for that key exchanges and
+	// succeeds.
+	req := okReq()
+	req.Uid = "acct-0"
+	if _, err := h.get(context.Background(), keyFull, req); err != nil {
+		t.Fatalf("after the outage: %v", err)
+	}
+	// A refusal is, for a few seconds: the same answer, no upstream call.
+	before := h.emu.Exchanges() + h.emu.Refusals()
+	req.Uid = "acct-2"
+	_, err := h.get(context.Background(), keyFull, req)
+	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "invalid_client") {
+		t.Errorf("the refused key again: %v %q, want the remembered refusal", st.Code(), st.Message())
+	}
+	if after := h.emu.Exchanges() + h.emu.Refusals(); after != before {
+		t.Errorf("the remembered refusal cost %d upstream calls, want 0", after-before)
 	}
 }
 

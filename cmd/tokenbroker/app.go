@@ -79,7 +79,11 @@ func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a
 		Help: "Audit sink failures: failed writes and records that could not be queued.",
 	})
 	reg.MustRegister(a.reloads, auditErrors)
-	a.broker = broker.New(broker.Config{Exchanger: &a.live, Skew: cfg.Cache.Skew, Metrics: metrics})
+	a.broker = broker.New(brokerConfig(cfg.Cache, &a.live, metrics))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenbroker_cache_entries",
+		Help: "Entries in the token cache, remembered refusals included.",
+	}, func() float64 { return float64(a.broker.Len()) }))
 
 	tlsCfg, clientCAs, err := loadTLS(cfg.TLS)
 	if err != nil {
@@ -136,13 +140,55 @@ func (a *app) run(ctx context.Context, grpcLis, httpLis net.Listener, hup <-chan
 		a.watch(wctx, w, hup)
 	}()
 
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		a.sweep(wctx)
+	}()
+
 	err := a.server.Serve(ctx, grpcLis, httpLis)
 	stopWatch()
 	<-watched
-	stopAudit() // after the server: calls that finished during the drain are recorded
+	<-sweepDone
+	a.broker.Close() // after the server: no call is waiting for a refresh any more
+	stopAudit()      // after the server: calls that finished during the drain are recorded
 	<-auditDone
 	a.closeKeys()
 	return err
+}
+
+// sweepEvery is how often expired cache entries are swept.
+const sweepEvery = time.Minute
+
+// sweep drops expired cache entries every sweepEvery until ctx ends.
+func (a *app) sweep(ctx context.Context) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.broker.Sweep()
+		}
+	}
+}
+
+// brokerConfig is the broker's configuration: the cache settings, where 0
+// turns refresh-ahead or the negative cache off.
+func brokerConfig(c config.Cache, x broker.Exchanger, m broker.Metrics) broker.Config {
+	bc := broker.Config{Exchanger: x, Skew: c.Skew, RefreshFraction: c.RefreshFraction, MaxEntries: c.MaxEntries,
+		NegativeTTL: c.NegativeTTL, Metrics: m}
+	if c.Skew == 0 {
+		bc.Skew = -1 // the broker's zero is its default
+	}
+	if c.RefreshFraction == 0 {
+		bc.RefreshFraction = -1
+	}
+	if c.NegativeTTL == 0 {
+		bc.NegativeTTL = -1
+	}
+	return bc
 }
 
 // retireKeys closes a keyring a reload replaced once exchanges that began

@@ -86,6 +86,15 @@ type RateLimit struct {
 type Cache struct {
 	// Skew is how long before its expiry a cached token counts as expired.
 	Skew time.Duration
+	// RefreshFraction is the share of a token's usable life left when a
+	// hit starts its background refresh: 0 (no refresh-ahead) to 0.9, 0.2
+	// by default.
+	RefreshFraction float64
+	// MaxEntries bounds the cache: 1-10000000, 100000 by default.
+	MaxEntries int
+	// NegativeTTL is how long an upstream's refusal is remembered for its
+	// key: 0 (not at all) to 1m, 5s by default.
+	NegativeTTL time.Duration
 }
 
 // Tenant is one upstream identity: where to exchange, what to claim and

@@ -314,7 +314,7 @@ callers:
 		{"Listen.GRPC", cfg.Listen.GRPC, "127.0.0.1:7443"},
 		{"Listen.HTTP", cfg.Listen.HTTP, "127.0.0.1:7080"},
 		{"ShutdownGrace", cfg.ShutdownGrace, 15 * time.Second},
-		{"Cache.Skew", cfg.Cache.Skew, 10 * time.Second},
+		{"Cache", cfg.Cache, config.Cache{Skew: 10 * time.Second, RefreshFraction: 0.2, MaxEntries: 100_000, NegativeTTL: 5 * time.Second}},
 		{"Upstream.Timeout", tn.Upstream.Timeout, 10 * time.Second},
 		{"AssertionLifetime", tn.AssertionLifetime, 5 * time.Minute},
 		{"UIDMode", tn.UIDMode, config.UIDOmit},
@@ -677,5 +677,18 @@ func TestParseUpstreamKinds(t *testing.T) {
 		if signs := tn.Upstream.SignsAssertions(); signs != (len(tn.Keys) == 1) {
 			t.Errorf("tenants[%d].SignsAssertions() = %v with %d keys", i, signs, len(tn.Keys))
 		}
+	}
+}
+
+// The cache's tuning, including the values that turn refresh-ahead and the
+// negative cache off.
+func TestParseCache(t *testing.T) {
+	doc := edit(t, "  skew: 10s\n", "  skew: 0s\n  refresh_fraction: 0\n  max_entries: 500\n  negative_ttl: 0s\n")
+	cfg, err := config.Parse([]byte(doc), keyDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (config.Cache{MaxEntries: 500}); cfg.Cache != want {
+		t.Errorf("Cache = %+v, want %+v", cfg.Cache, want)
 	}
 }

@@ -54,7 +54,10 @@ type rawRateLimit struct {
 }
 
 type rawCache struct {
-	Skew *string `yaml:"skew"`
+	Skew            *string  `yaml:"skew"`
+	RefreshFraction *float64 `yaml:"refresh_fraction"`
+	MaxEntries      *int     `yaml:"max_entries"`
+	NegativeTTL     *string  `yaml:"negative_ttl"`
 }
 
 type rawTenant struct {

@@ -15,7 +15,7 @@ listen:
   grpc: 0.0.0.0:7443
 cache:
   skew: 10 seconds
-  refresh_fraction: 0.2
+  refresh_ahead: 0.2
 tenants:
   - id: tn-example
     upstream:
@@ -40,7 +40,7 @@ callers:
 	// 5 problems:
 	// listen.grpc: must be a loopback address (127.0.0.1, [::1] or localhost), got host "0.0.0.0": without a tls block gRPC is served in plaintext, which is allowed only on loopback (line 3)
 	// cache.skew: invalid duration "10 seconds": unknown unit " seconds", want a Go duration such as "10s" or "1h30m" (line 5)
-	// cache.refresh_fraction: unknown field (line 6)
+	// cache.refresh_ahead: unknown field (line 6)
 	// tenants[0].upstream.token_url: must be an https URL: http is allowed only on loopback (127.0.0.1, [::1] or localhost) (line 11)
 	// callers[0].allow[0].tenant: unknown tenant "tn-exmaple" (line 20)
 }

@@ -38,7 +38,12 @@ func TestParseProblems(t *testing.T) {
 
 		// Unknown fields, at every depth.
 		{"unknown top-level", base + "metrics: {path: /m}\n", "metrics", 41, "unknown field"},
-		{"unknown later field", edit(t, "  skew: 10s\n", "  skew: 10s\n  refresh_fraction: 0.2\n"), "cache.refresh_fraction", 7, "unknown field"},
+		{"refresh_fraction too big", edit(t, "  skew: 10s\n", "  skew: 10s\n  refresh_fraction: 1\n"), "cache.refresh_fraction", 7, "must be from 0 (no refresh-ahead) to 0.9, got 1"},
+		{"refresh_fraction negative", edit(t, "  skew: 10s\n", "  skew: 10s\n  refresh_fraction: -0.1\n"), "cache.refresh_fraction", 7, "got -0.1"},
+		{"refresh_fraction NaN", edit(t, "  skew: 10s\n", "  skew: 10s\n  refresh_fraction: .nan\n"), "cache.refresh_fraction", 7, "got NaN"},
+		{"max_entries zero", edit(t, "  skew: 10s\n", "  skew: 10s\n  max_entries: 0\n"), "cache.max_entries", 7, "must be from 1 to 10000000, got 0"},
+		{"negative_ttl too long", edit(t, "  skew: 10s\n", "  skew: 10s\n  negative_ttl: 2m\n"), "cache.negative_ttl", 7, "from 0s to 1m"},
+		{"unknown later field", edit(t, "  skew: 10s\n", "  skew: 10s\n  refresh_ahead: 0.2\n"), "cache.refresh_ahead", 7, "unknown field"},
 		{"unknown nested", edit(t, "timeout: 10s\n", "timeout: 10s\n      tokn_url: x\n"), "tenants[0].upstream.tokn_url", 13, "unknown field"},
 		{"unknown in list item", edit(t, "account_tokens: true\n", "account_tokens: true\n        groupz: [x]\n"), "callers[0].allow[0].groupz", 34, "unknown field"},
 		{"unknown odd name", base + "\"a b\\nc\": 1\n", `"a b\nc"`, 41, "unknown field"},
@@ -344,7 +349,7 @@ func TestParseAcceptsLimits(t *testing.T) {
 // Every problem in a config is reported at once, one per line.
 func TestParseManyProblems(t *testing.T) {
 	doc := edit(t,
-		"  skew: 10s\n", "  skew: 10 seconds\n  refresh_fraction: 0.2\n", // 2 problems
+		"  skew: 10s\n", "  skew: 10 seconds\n  refresh_ahead: 0.2\n", // 2 problems
 		"timeout: 10s\n", "timeout: 10s\n      tokn_url: x\n",
 		"uid_mode: omit", "uid_mode: sometimes",
 		"key_file: ./k.pem", "key_file: missing.pem",
@@ -355,7 +360,7 @@ func TestParseManyProblems(t *testing.T) {
 	got := problems(t, doc, keyDir(t))
 	want := []string{
 		"cache.skew",
-		"cache.refresh_fraction",
+		"cache.refresh_ahead",
 		"tenants[0].upstream.tokn_url",
 		"tenants[0].uid_mode",
 		"tenants[1].key_file",

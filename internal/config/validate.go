@@ -22,34 +22,40 @@ import (
 
 // Defaults and limits.
 const (
-	defaultGRPC          = "127.0.0.1:7443"
-	defaultHTTP          = "127.0.0.1:7080"
-	defaultShutdownGrace = 15 * time.Second
-	maxShutdownGrace     = 5 * time.Minute
-	defaultSkew          = 10 * time.Second
-	maxSkew              = 5 * time.Minute
-	defaultTimeout       = 10 * time.Second
-	maxTimeout           = 2 * time.Minute
-	defaultLifetime      = 5 * time.Minute
-	maxLifetime          = time.Hour // Pismo: exp − iat ≤ 3600 s
-	maxTenantID          = 128
-	maxCallerName        = 64
-	maxClaim             = 1024
-	maxGroup             = 256
-	defaultQueue         = 4096
-	maxQueue             = 1_000_000
-	maxRate              = 1_000_000 // calls a second
-	maxBurst             = 1_000_000
-	maxMaxMinTTL         = 55 * time.Minute // the API's limit on min_ttl
-	maxUIDPattern        = 1024
-	maxClaimKey          = 64
-	maxCN                = 256
-	maxURIIdentity       = 2048 // the SPIFFE ID limit
-	maxKeyID             = 256
-	maxClientID          = 1024
-	maxClientAssertion   = 5 * time.Minute // private_key_jwt (RFC 7523 practice; providers refuse longer)
-	maxKeys              = 16              // per tenant, every state
-	maxPKCS11URI         = 4096            // bytes
+	defaultGRPC            = "127.0.0.1:7443"
+	defaultHTTP            = "127.0.0.1:7080"
+	defaultShutdownGrace   = 15 * time.Second
+	maxShutdownGrace       = 5 * time.Minute
+	defaultSkew            = 10 * time.Second
+	maxSkew                = 5 * time.Minute
+	defaultRefreshFraction = 0.2
+	maxRefreshFraction     = 0.9
+	defaultMaxEntries      = 100_000
+	maxMaxEntries          = 10_000_000
+	defaultNegativeTTL     = 5 * time.Second
+	maxNegativeTTL         = time.Minute
+	defaultTimeout         = 10 * time.Second
+	maxTimeout             = 2 * time.Minute
+	defaultLifetime        = 5 * time.Minute
+	maxLifetime            = time.Hour // Pismo: exp − iat ≤ 3600 s
+	maxTenantID            = 128
+	maxCallerName          = 64
+	maxClaim               = 1024
+	maxGroup               = 256
+	defaultQueue           = 4096
+	maxQueue               = 1_000_000
+	maxRate                = 1_000_000 // calls a second
+	maxBurst               = 1_000_000
+	maxMaxMinTTL           = 55 * time.Minute // the API's limit on min_ttl
+	maxUIDPattern          = 1024
+	maxClaimKey            = 64
+	maxCN                  = 256
+	maxURIIdentity         = 2048 // the SPIFFE ID limit
+	maxKeyID               = 256
+	maxClientID            = 1024
+	maxClientAssertion     = 5 * time.Minute // private_key_jwt (RFC 7523 practice; providers refuse longer)
+	maxKeys                = 16              // per tenant, every state
+	maxPKCS11URI           = 4096            // bytes
 )
 
 // kinds are the upstream kinds, in the order messages list them.
@@ -74,7 +80,7 @@ func (p *parser) validate(r *rawConfig) *Config {
 		TLS:           p.tls("tls", r.TLS),
 		Audit:         p.audit("audit", r.Audit),
 		RateLimit:     p.rateLimit("rate_limit", r.RateLimit),
-		Cache:         Cache{Skew: p.duration("cache.skew", r.Cache.Skew, defaultSkew, true, maxSkew)},
+		Cache:         p.cache("cache", r.Cache),
 	}
 	if c.Listen.GRPC != "" && c.Listen.GRPC == c.Listen.HTTP && !strings.HasSuffix(c.Listen.GRPC, ":0") {
 		p.fail("listen.http", "must differ from listen.grpc")
@@ -674,6 +680,29 @@ func (p *parser) audit(path string, r *rawAudit) *Audit {
 }
 
 // rateLimit checks a rate_limit block: both fields are required.
+func (p *parser) cache(path string, r rawCache) Cache {
+	c := Cache{
+		Skew:            p.duration(path+".skew", r.Skew, defaultSkew, true, maxSkew),
+		RefreshFraction: defaultRefreshFraction,
+		MaxEntries:      defaultMaxEntries,
+		NegativeTTL:     p.duration(path+".negative_ttl", r.NegativeTTL, defaultNegativeTTL, true, maxNegativeTTL),
+	}
+	if f := r.RefreshFraction; f != nil {
+		if !(*f >= 0 && *f <= maxRefreshFraction) { // refuses NaN too
+			p.fail(path+".refresh_fraction", "must be from 0 (no refresh-ahead) to %s, got %s",
+				strconv.FormatFloat(maxRefreshFraction, 'f', -1, 64), strconv.FormatFloat(*f, 'f', -1, 64))
+		}
+		c.RefreshFraction = *f
+	}
+	if n := r.MaxEntries; n != nil {
+		if *n < 1 || *n > maxMaxEntries {
+			p.fail(path+".max_entries", "must be from 1 to %d, got %d", maxMaxEntries, *n)
+		}
+		c.MaxEntries = *n
+	}
+	return c
+}
+
 func (p *parser) rateLimit(path string, r *rawRateLimit) *RateLimit {
 	if r == nil {
 		return nil
