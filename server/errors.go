@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
+	"github.com/tokenbroker/tokenbroker/internal/resilience"
 )
 
 // statusOf is the one place errors become gRPC statuses. The message is
@@ -26,7 +30,24 @@ func (s *service) statusOf(ctx context.Context, err error) error {
 	if code == codes.Internal {
 		s.log.ErrorContext(ctx, "internal error", slog.String("error", err.Error()), slog.String("cause", cause(err)))
 	}
-	return status.Error(code, msg)
+	st := status.New(code, msg)
+	if d := retryAfter(err); d > 0 && code == codes.Unavailable {
+		// Clients that read google.rpc.RetryInfo wait this long.
+		if withInfo, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)}); derr == nil {
+			st = withInfo
+		}
+	}
+	return st.Err()
+}
+
+// retryAfter is how long an upstream asked to be left alone, or how long
+// until its circuit breaker lets the next attempt through; 0 when unknown.
+func retryAfter(err error) time.Duration {
+	var xe *broker.ExchangeError
+	if errors.As(err, &xe) {
+		return xe.RetryAfter
+	}
+	return 0
 }
 
 func classify(err error) (codes.Code, string) {
@@ -48,6 +69,12 @@ func classify(err error) (codes.Code, string) {
 		case broker.ReasonRefused:
 			return codes.FailedPrecondition, xe.Error() + ": the upstream refused the broker's credentials; this is a configuration problem, not retryable"
 		case broker.ReasonUnavailable, broker.ReasonTimeout, broker.ReasonBadResponse:
+			switch d := xe.RetryAfter.Round(time.Second); {
+			case errors.Is(err, resilience.ErrCircuitOpen):
+				return codes.Unavailable, fmt.Sprintf("%s: circuit open after repeated failures; the broker tries the upstream again in %s", xe.Error(), max(d, time.Second))
+			case d > 0:
+				return codes.Unavailable, fmt.Sprintf("%s: retry in %s", xe.Error(), d)
+			}
 			return codes.Unavailable, xe.Error() + ": retry later"
 		default:
 			return codes.Internal, fmt.Sprintf("upstream %s: %s: see the broker's log", xe.Upstream, xe.Reason)

@@ -3,9 +3,12 @@ package server
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -27,9 +30,30 @@ func (s *Server) httpHandler() http.Handler {
 			return
 		}
 		io.WriteString(w, "ready\n")
+		s.writeUpstreams(w)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{ErrorLog: slogPrinter{s}}))
 	return mux
+}
+
+// writeUpstreams lists each upstream endpoint's circuit breaker under
+// /readyz's verdict. An open breaker does not make the broker unready: it
+// still serves cached tokens and the other upstreams, and taking every
+// replica out of rotation because one upstream is down would spread the
+// outage.
+func (s *Server) writeUpstreams(w io.Writer) {
+	if s.cfg.Upstreams == nil {
+		return
+	}
+	ups := s.cfg.Upstreams()
+	slices.SortFunc(ups, func(a, b UpstreamState) int { return strings.Compare(a.Name, b.Name) })
+	for _, u := range ups {
+		if u.State == "closed" {
+			fmt.Fprintf(w, "upstream %s: %s\n", u.Name, u.State)
+			continue
+		}
+		fmt.Fprintf(w, "upstream %s: %s, next attempt at %s\n", u.Name, u.State, u.RetryAt.UTC().Format(time.RFC3339))
+	}
 }
 
 // serveJWKS serves the published keys of the tenant named in the path, or of

@@ -51,6 +51,14 @@ type PublicKeys interface {
 	JWKS(tenant string) (jwks []byte, ok bool, err error)
 }
 
+// UpstreamState is an upstream endpoint's circuit breaker, as /readyz shows
+// it.
+type UpstreamState struct {
+	Name    string    // the endpoint's host
+	State   string    // closed, open or half_open
+	RetryAt time.Time // when an open breaker lets the next attempt through
+}
+
 // DefaultShutdownGrace bounds how long in-flight calls may finish on stop.
 const DefaultShutdownGrace = 15 * time.Second
 
@@ -62,6 +70,9 @@ const maxRequestBytes = 64 << 10
 type Config struct {
 	Tokens  TokenSource
 	Callers Authenticator
+	// Upstreams reports each upstream endpoint's circuit breaker for
+	// /readyz; nil reports none.
+	Upstreams func() []UpstreamState
 	// Keys are served at /.well-known/jwks.json (every tenant's) and
 	// /tenants/{id}/jwks.json; nil serves an empty set and no tenants.
 	Keys PublicKeys

@@ -31,6 +31,7 @@ type app struct {
 	path   string         // "" when there is no file to reload (dev)
 	cfg    *config.Config // as started: what a reload cannot change
 	client *http.Client
+	guards *guards
 	live   live
 	broker *broker.Broker
 	server *server.Server
@@ -58,14 +59,15 @@ func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a
 	}()
 	a = &app{log: log, path: path, cfg: cfg, client: upstream.NewHTTPClient(), settle: 100 * time.Millisecond,
 		retiring: map[*keyring]*time.Timer{}}
-	st, err := buildState(cfg, keys, a.client)
+	reg := newRegistry()
+	a.guards = newGuards(reg)
+	st, err := buildState(cfg, keys, a.client, a.guards)
 	if err != nil {
 		return nil, err
 	}
 	a.live.cur.Store(st)
 	logTenants(log, cfg, keys)
 
-	reg := newRegistry()
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -92,6 +94,7 @@ func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a
 	scfg := server.Config{
 		Tokens: a.broker, Callers: &a.live, Keys: &a.live, Logger: log, Registry: reg,
 		ShutdownGrace: cfg.ShutdownGrace, TLS: tlsCfg, ClientCAs: clientCAs, Metrics: metrics,
+		Upstreams: a.guards.states,
 	}
 	if cfg.Audit != nil {
 		a.audit, err = audit.Open(audit.Config{
@@ -292,7 +295,7 @@ func (a *app) reload(trigger string) error {
 	cfg, keys, err := loadAll(a.path)
 	var st *state
 	if err == nil {
-		if st, err = buildState(cfg, keys, a.client); err != nil {
+		if st, err = buildState(cfg, keys, a.client, a.guards); err != nil {
 			keys.Close()
 		}
 	}

@@ -107,8 +107,9 @@ func newExchanger(t config.Tenant, keys *keyring, client *http.Client) (broker.E
 }
 
 // buildState turns a validated config and its keys into a state, which
-// holds the keyring from then on.
-func buildState(cfg *config.Config, keys *keyring, client *http.Client) (*state, error) {
+// holds the keyring from then on. Each tenant's exchanger goes through its
+// endpoint's guard (retries, circuit breaker, in-flight limit).
+func buildState(cfg *config.Config, keys *keyring, client *http.Client, g *guards) (*state, error) {
 	st := &state{tenants: make(upstream.Tenants, len(cfg.Tenants)), keys: keys, jwks: keys.directory(),
 		tenantIDs: make(map[string]string, len(cfg.Tenants))}
 	for i, t := range cfg.Tenants {
@@ -116,6 +117,7 @@ func buildState(cfg *config.Config, keys *keyring, client *http.Client) (*state,
 		if err != nil {
 			return nil, fmt.Errorf("tenants[%d]: %w", i, err)
 		}
+		x = g.get(endpointName(t.Upstream)).Wrap(x)
 		st.tenants[t.ID] = x
 		up := t.Upstream
 		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%v\x00%v\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s",

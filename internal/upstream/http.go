@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -15,6 +17,10 @@ import (
 
 // MaxBodyBytes caps what is read of any upstream response.
 const MaxBodyBytes = 1 << 20
+
+// MaxRetryAfter caps the Retry-After an upstream may ask for: a longer wait
+// is taken as this long, so one header cannot park a tenant for hours.
+const MaxRetryAfter = 5 * time.Minute
 
 // NewHTTPClient returns the client exchangers share: bounded dial, TLS and
 // response-header times, keep-alive reuse, TLS 1.2 at least, and redirects
@@ -72,6 +78,9 @@ func post(client *http.Client, req *http.Request, host string, clock func() time
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		xe.Reason = broker.ReasonUnavailable
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			xe.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), clock())
+		}
 	case resp.StatusCode >= 400:
 		xe.Reason = broker.ReasonRefused
 	default: // 1xx, other 2xx, 3xx (redirects are not followed)
@@ -83,4 +92,33 @@ func post(client *http.Client, req *http.Request, host string, clock func() time
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// parseRetryAfter reads a Retry-After value (RFC 9110 §10.2.3): either
+// delta-seconds or an HTTP-date, which is taken relative to now. Anything
+// else, a date not in the future, or a sign, yields 0 (unknown); a longer
+// wait than [MaxRetryAfter] yields MaxRetryAfter.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		// delta-seconds = 1*DIGIT: the only possible error is a value too
+		// large for a uint64, which is a very long wait.
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter
+		}
+		return time.Duration(n) * time.Second
+	}
+	t, err := http.ParseTime(v) // IMF-fixdate and the two obsolete formats
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	return min(d, MaxRetryAfter)
 }
