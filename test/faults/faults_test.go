@@ -3,6 +3,7 @@ package faults_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -235,4 +236,38 @@ func TestRefusalCrowd(t *testing.T) {
 	if st, _ := r.guard.State(); st.String() != "closed" {
 		t.Errorf("breaker %s after refusals, want closed", st)
 	}
+}
+
+// Exchanges reuse their keep-alive connection, and a redirect is not
+// followed (it would send the assertion elsewhere): the 302 is a bad
+// response, and its target gets nothing.
+func TestConnectionReuseAndNoRedirects(t *testing.T) {
+	var conns atomic.Int64
+	var redirect atomic.Bool
+	r := newRig(t, func(emu http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if redirect.Load() {
+				http.Redirect(w, req, "http://127.0.0.1:9/elsewhere", http.StatusFound)
+				return
+			}
+			emu.ServeHTTP(w, req)
+		})
+	}, rigOptions{connState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}})
+	for i := range 20 {
+		if _, st := r.get(fmt.Sprintf("pismo-v1:k%d:r", i)); st.Code() != codes.OK {
+			t.Fatal(st)
+		}
+	}
+	r.expectCalls(20)
+	if n := conns.Load(); n != 1 {
+		t.Errorf("20 sequential exchanges opened %d connections, want 1 (keep-alive)", n)
+	}
+	redirect.Store(true)
+	_, st := r.get("pismo-v1:redirected:r")
+	r.expect(st, codes.Unavailable, "HTTP 302")
+	r.expectCalls(21)
 }

@@ -72,6 +72,8 @@ type rigOptions struct {
 	timeout time.Duration          // the exchanger's timeout; default 2 s
 	emu     emulator.Config        // the emulator's
 	cache   func(c *broker.Config) // tunes the broker
+	// connState, when set, sees the upstream's connections change state.
+	connState func(net.Conn, http.ConnState)
 }
 
 // newRig starts the upstream (fault wrapping the emulator), the broker and
@@ -94,10 +96,12 @@ func newRig(t *testing.T, fault func(emu http.Handler) http.Handler, opts rigOpt
 	if fault != nil {
 		h = fault(h)
 	}
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.calls.Add(1)
 		h.ServeHTTP(w, req)
 	}))
+	up.Config.ConnState = opts.connState
+	up.Start()
 	t.Cleanup(up.Close)
 	tokenURL, _ := url.Parse(up.URL + emulator.TokenPath)
 
