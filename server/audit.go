@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,8 +56,26 @@ func (s *Server) auditUnary(ctx context.Context, req any, info *grpc.UnaryServer
 	ctx = context.WithValue(ctx, callKey{}, c)
 	start := time.Now()
 	resp, err := handler(ctx, req)
-	if s.cfg.Auditor == nil {
-		return resp, err
+	if aerr := record(ctx, s.cfg.Auditor, s.log, r, c, start, err); aerr != nil {
+		return nil, aerr
+	}
+	return resp, err
+}
+
+// auditTarget is what a record names of the token asked for.
+type auditTarget interface {
+	GetTenant() string
+	GetUid() string
+	GetExternalAccountId() string
+	GetGroups() []string
+}
+
+// record writes the audit record of one decision that ended with err (nil:
+// a token was handed out). It returns the status to end the call with when
+// the auditor refuses the record (fail-closed mode), else nil.
+func record(ctx context.Context, auditor Auditor, log *slog.Logger, r auditTarget, c *call, start time.Time, err error) error {
+	if auditor == nil {
+		return nil
 	}
 	rec := audit.Record{
 		Time: start, Caller: c.caller, Peer: peerAddr(ctx), Tenant: r.GetTenant(), UID: r.GetUid(),
@@ -80,11 +99,11 @@ func (s *Server) auditUnary(ctx context.Context, req any, info *grpc.UnaryServer
 	// A caller that hangs up must not cost the trail its record.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
-	if aerr := s.cfg.Auditor.Record(actx, rec); aerr != nil {
-		s.log.ErrorContext(ctx, "audit record refused: failing closed", "error", aerr)
-		return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, and the broker hands out no token it cannot record; retry later")
+	if aerr := auditor.Record(actx, rec); aerr != nil {
+		log.ErrorContext(ctx, "audit record refused: failing closed", "error", aerr)
+		return status.Error(codes.Unavailable, "the audit trail is unavailable, and the broker hands out no token it cannot record; retry later")
 	}
-	return resp, err
+	return nil
 }
 
 func peerAddr(ctx context.Context) string {

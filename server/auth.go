@@ -15,7 +15,10 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
-type callerKey struct{}
+type (
+	callerKey struct{}
+	credsKey  struct{}
+)
 
 // errUnauthenticated is all a refused caller learns; the reason goes to the
 // log and the audit trail. go-grpc-middleware's auth interceptor sends our
@@ -53,7 +56,15 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 	}
 	logging.AddFields(ctx, logging.Fields{"caller", id.Name()})
 	callFrom(ctx).caller = id.Name()
-	return context.WithValue(ctx, callerKey{}, id), nil
+	// A stream checks the credentials again before every send: a reload
+	// may have revoked them.
+	return context.WithValue(context.WithValue(ctx, callerKey{}, id), credsKey{}, creds), nil
+}
+
+// credsFrom returns the credentials the call authenticated with.
+func credsFrom(ctx context.Context) (policy.Credentials, bool) {
+	c, ok := ctx.Value(credsKey{}).(policy.Credentials)
+	return c, ok
 }
 
 // refuse records why a caller was refused and returns the fixed reply.

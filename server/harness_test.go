@@ -80,6 +80,9 @@ type harnessOptions struct {
 	pki     *testPKI                        // serve TLS (on TCP) with this PKI's server certificate and client CA
 	auditor server.Auditor
 	clock   func() time.Time
+	emu     emulator.Config                           // the emulator's, e.g. a short token lifetime
+	broker  func(*broker.Config)                      // tunes the broker
+	authn   func(*policy.Policy) server.Authenticator // wraps the callers' policy, e.g. to swap it
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -87,7 +90,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	h := &harness{t: t, logs: &testkit.Buffer{}, served: make(chan error, 1)}
 	key := tenantKey()
 
-	emu, err := emulator.New(emulator.Config{})
+	emu, err := emulator.New(opts.emu)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +136,13 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 			}
 			tenants[id] = x
 		}
-		tokens = broker.New(broker.Config{Exchanger: tenants, Metrics: h.metrics(reg)})
+		bc := broker.Config{Exchanger: tenants, Metrics: h.metrics(reg)}
+		if opts.broker != nil {
+			opts.broker(&bc)
+		}
+		b := broker.New(bc)
+		t.Cleanup(b.Close) // after the server has stopped
+		tokens = b
 	}
 	callers := opts.callers
 	if callers == nil {
@@ -144,7 +153,11 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		t.Fatal(err)
 	}
 	metrics := h.metrics(reg)
-	scfg := server.Config{Tokens: tokens, Callers: pol, Keys: keystore.NewDirectory(map[string][]*keystore.Key{tenantA: {key}, tenantB: {key}}), Logger: log,
+	var authn server.Authenticator = pol
+	if opts.authn != nil {
+		authn = opts.authn(pol)
+	}
+	scfg := server.Config{Tokens: tokens, Callers: authn, Keys: keystore.NewDirectory(map[string][]*keystore.Key{tenantA: {key}, tenantB: {key}}), Logger: log,
 		Registry: reg, ShutdownGrace: opts.grace, Auditor: opts.auditor, Metrics: metrics, Clock: opts.clock}
 	if opts.pki != nil {
 		scfg.TLS, scfg.ClientCAs = opts.pki.serverTLS(), opts.pki.caPool

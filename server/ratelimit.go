@@ -53,20 +53,37 @@ func (l *limiters) take(id policy.Identity, now time.Time) (time.Duration, bool)
 // rateLimitUnary refuses a caller over its rate before any work. Cache hits
 // count too: a caller in a hot loop must not starve the others.
 func (s *Server) rateLimitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	id, ok := callerFrom(ctx)
-	if !ok {
-		return handler(ctx, req)
-	}
-	if wait, ok := s.limits.take(id, s.now()); !ok {
-		callFrom(ctx).reason = "rate limited"
-		s.metrics.rateLimited(id.Name())
-		wait = wait.Round(time.Millisecond) + time.Millisecond
-		st, err := status.New(codes.ResourceExhausted, fmt.Sprintf("caller %q is over its rate limit; retry in %s", id.Name(), wait)).
-			WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
-		if err != nil {
-			return nil, status.Error(codes.ResourceExhausted, "over the rate limit")
-		}
-		return nil, st.Err()
+	if err := s.overLimit(ctx); err != nil {
+		return nil, err
 	}
 	return handler(ctx, req)
+}
+
+// rateLimitStream counts opening a stream as one call.
+func (s *Server) rateLimitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.overLimit(ss.Context()); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// overLimit takes one call from the caller's bucket, or says when to retry.
+func (s *Server) overLimit(ctx context.Context) error {
+	id, ok := callerFrom(ctx)
+	if !ok {
+		return nil
+	}
+	wait, ok := s.limits.take(id, s.now())
+	if ok {
+		return nil
+	}
+	callFrom(ctx).reason = "rate limited"
+	s.metrics.rateLimited(id.Name())
+	wait = wait.Round(time.Millisecond) + time.Millisecond
+	st, err := status.New(codes.ResourceExhausted, fmt.Sprintf("caller %q is over its rate limit; retry in %s", id.Name(), wait)).
+		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
+	if err != nil {
+		return status.Error(codes.ResourceExhausted, "over the rate limit")
+	}
+	return st.Err()
 }

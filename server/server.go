@@ -111,6 +111,7 @@ type Server struct {
 	limits  limiters
 	metrics *Metrics
 	now     func() time.Time
+	svc     *service
 }
 
 // New wires the gRPC server, its interceptors and the HTTP handlers.
@@ -175,9 +176,12 @@ func New(cfg Config) (*Server, error) {
 			logging.StreamServerInterceptor(logger, logOpts...),
 			grpcMetrics.StreamServerInterceptor(),
 			selector.StreamServerInterceptor(auth.StreamServerInterceptor(s.authenticate), needsAuth),
+			selector.StreamServerInterceptor(s.rateLimitStream, needsAuth),
 		),
 	)...)
-	tokenbrokerv1.RegisterTokenBrokerServiceServer(s.grpc, &service{tokens: cfg.Tokens, log: cfg.Logger, metrics: cfg.Metrics})
+	s.svc = &service{tokens: cfg.Tokens, callers: cfg.Callers, log: cfg.Logger, metrics: cfg.Metrics, auditor: cfg.Auditor,
+		now: cfg.Clock, stopping: make(chan struct{})}
+	tokenbrokerv1.RegisterTokenBrokerServiceServer(s.grpc, s.svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	grpcMetrics.InitializeMetrics(s.grpc)
@@ -235,6 +239,7 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 func (s *Server) stop() {
 	s.ready.Store(false)
 	s.health.Shutdown()
+	close(s.svc.stopping) // watchers end their streams, so GracefulStop need not wait for them
 	grace := s.cfg.ShutdownGrace
 	s.log.Info("shutting down", "grace", grace.String())
 	cut := time.AfterFunc(grace, func() {

@@ -23,8 +23,14 @@ const DefaultMinTTL = 60 * time.Second
 type service struct {
 	tokenbrokerv1.UnimplementedTokenBrokerServiceServer
 	tokens  TokenSource
+	callers Authenticator
 	log     *slog.Logger
 	metrics *Metrics
+	auditor Auditor // nil: no audit trail
+	now     func() time.Time
+	// stopping is closed when the server begins to shut down: watchers
+	// end their streams.
+	stopping chan struct{}
 }
 
 var cacheStatus = map[broker.Status]tokenbrokerv1.CacheStatus{
@@ -43,36 +49,66 @@ func (s *service) GetAccessToken(ctx context.Context, req *tokenbrokerv1.GetAcce
 		return nil, err
 	}
 	logging.AddFields(ctx, logging.Fields{"tenant", req.GetTenant(), "groups", req.GetGroups(), "account", accountKind(req)})
-	minTTL := DefaultMinTTL
-	if req.GetMinTtl() != nil {
-		minTTL = req.GetMinTtl().AsDuration()
+	minTTL := minTTLOf(req)
+	if err := s.authorize(ctx, id, req, minTTL); err != nil {
+		return nil, err
 	}
+	tok, st, err := s.token(ctx, req, minTTL)
+	if err != nil {
+		return nil, s.statusOf(ctx, err)
+	}
+	return &tokenbrokerv1.GetAccessTokenResponse{
+		AccessToken: tok.AccessToken,
+		TokenType:   tok.TokenType,
+		ExpireTime:  timestamppb.New(tok.Expiry),
+		CacheStatus: cacheStatus[st],
+	}, nil
+}
+
+// minTTLOf is the request's min_ttl, or [DefaultMinTTL].
+func minTTLOf(req *tokenbrokerv1.GetAccessTokenRequest) time.Duration {
+	if req.GetMinTtl() != nil {
+		return req.GetMinTtl().AsDuration()
+	}
+	return DefaultMinTTL
+}
+
+// authorize checks the request against the caller's allowlist. A caller in
+// audit mode is served what enforce mode would deny, and the call says so.
+func (s *service) authorize(ctx context.Context, id policy.Identity, req *tokenbrokerv1.GetAccessTokenRequest, minTTL time.Duration) error {
 	claimKeys := make([]string, 0, len(req.GetCustomClaims()))
 	for k := range req.GetCustomClaims() {
 		claimKeys = append(claimKeys, k)
 	}
 	slices.Sort(claimKeys) // so the first refused key is the same every time
-	if err := id.Allow(policy.Request{
+	err := id.Allow(policy.Request{
 		Tenant:            req.GetTenant(),
 		UID:               req.GetUid(),
 		ExternalAccountID: req.GetExternalAccountId(),
 		Groups:            req.GetGroups(),
 		CustomClaimKeys:   claimKeys,
 		MinTTL:            minTTL,
-	}); err != nil {
-		var denied *policy.DeniedError
-		if id.Mode() != policy.Audit || !errors.As(err, &denied) {
-			if errors.As(err, &denied) {
-				callFrom(ctx).reason = denied.What
-			}
-			return nil, s.statusOf(ctx, err)
-		}
-		// Audit mode: serve what enforce mode would deny, and say so.
-		c := callFrom(ctx)
-		c.wouldDeny, c.reason = true, denied.What
-		s.metrics.wouldDeny(id.Name())
-		logging.AddFields(ctx, logging.Fields{"would_deny", denied.What})
+	})
+	if err == nil {
+		return nil
 	}
+	var denied *policy.DeniedError
+	if id.Mode() != policy.Audit || !errors.As(err, &denied) {
+		if errors.As(err, &denied) {
+			callFrom(ctx).reason = denied.What
+		}
+		return s.statusOf(ctx, err)
+	}
+	c := callFrom(ctx)
+	c.wouldDeny, c.reason = true, denied.What
+	s.metrics.wouldDeny(id.Name())
+	logging.AddFields(ctx, logging.Fields{"would_deny", denied.What})
+	return nil
+}
+
+// token asks the broker, and notes the result on the call. Its error is
+// the broker's, for statusOf.
+func (s *service) token(ctx context.Context, req *tokenbrokerv1.GetAccessTokenRequest, minTTL time.Duration) (broker.Token, broker.Status, error) {
 	tok, st, err := s.tokens.Token(ctx, broker.Request{
 		Tenant:            req.GetTenant(),
 		UID:               req.GetUid(),
@@ -81,18 +117,13 @@ func (s *service) GetAccessToken(ctx context.Context, req *tokenbrokerv1.GetAcce
 		CustomClaims:      req.GetCustomClaims(),
 	}, broker.Options{MinTTL: minTTL, RejectedToken: req.GetRejectedToken()})
 	if err != nil {
-		return nil, s.statusOf(ctx, err)
+		return broker.Token{}, 0, err
 	}
 	fp := broker.Fingerprint(tok.AccessToken)
 	c := callFrom(ctx)
 	c.cache, c.tokenFP = st.String(), fp
 	logging.AddFields(ctx, logging.Fields{"cache", st.String(), "token_fp", fp})
-	return &tokenbrokerv1.GetAccessTokenResponse{
-		AccessToken: tok.AccessToken,
-		TokenType:   tok.TokenType,
-		ExpireTime:  timestamppb.New(tok.Expiry),
-		CacheStatus: cacheStatus[st],
-	}, nil
+	return tok, st, nil
 }
 
 // accountKind says which kind of account was asked for, without the id.

@@ -275,6 +275,173 @@ func (x *GetAccessTokenResponse) GetCacheStatus() CacheStatus {
 	return CacheStatus_CACHE_STATUS_UNSPECIFIED
 }
 
+// WatchAccessTokenRequest names the token to watch: the fields, limits and
+// allowlist checks of GetAccessTokenRequest, without rejected_token.
+type WatchAccessTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As GetAccessTokenRequest.tenant.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// As GetAccessTokenRequest.uid.
+	Uid string `protobuf:"bytes,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	// As GetAccessTokenRequest.groups.
+	Groups []string `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	// As GetAccessTokenRequest.custom_claims.
+	CustomClaims map[string]string `protobuf:"bytes,4,rep,name=custom_claims,json=customClaims,proto3" json:"custom_claims,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// As GetAccessTokenRequest.min_ttl: every token sent has at least this much
+	// life left when sent, and is replaced before it has less.
+	MinTtl *durationpb.Duration `protobuf:"bytes,5,opt,name=min_ttl,json=minTtl,proto3" json:"min_ttl,omitempty"`
+	// As GetAccessTokenRequest.external_account_id.
+	ExternalAccountId string `protobuf:"bytes,7,opt,name=external_account_id,json=externalAccountId,proto3" json:"external_account_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *WatchAccessTokenRequest) Reset() {
+	*x = WatchAccessTokenRequest{}
+	mi := &file_tokenbroker_v1_tokenbroker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAccessTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAccessTokenRequest) ProtoMessage() {}
+
+func (x *WatchAccessTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tokenbroker_v1_tokenbroker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAccessTokenRequest.ProtoReflect.Descriptor instead.
+func (*WatchAccessTokenRequest) Descriptor() ([]byte, []int) {
+	return file_tokenbroker_v1_tokenbroker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WatchAccessTokenRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *WatchAccessTokenRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *WatchAccessTokenRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *WatchAccessTokenRequest) GetCustomClaims() map[string]string {
+	if x != nil {
+		return x.CustomClaims
+	}
+	return nil
+}
+
+func (x *WatchAccessTokenRequest) GetMinTtl() *durationpb.Duration {
+	if x != nil {
+		return x.MinTtl
+	}
+	return nil
+}
+
+func (x *WatchAccessTokenRequest) GetExternalAccountId() string {
+	if x != nil {
+		return x.ExternalAccountId
+	}
+	return ""
+}
+
+// WatchAccessTokenResponse is one token of the stream: the first, or a
+// renewal. It is a secret: callers must not log it.
+type WatchAccessTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The upstream access token.
+	AccessToken string `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// The token type, `Bearer`.
+	TokenType string `protobuf:"bytes,2,opt,name=token_type,json=tokenType,proto3" json:"token_type,omitempty"`
+	// When the upstream token expires.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Whether the token came from cache or from an exchange.
+	CacheStatus   CacheStatus `protobuf:"varint,4,opt,name=cache_status,json=cacheStatus,proto3,enum=tokenbroker.v1.CacheStatus" json:"cache_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAccessTokenResponse) Reset() {
+	*x = WatchAccessTokenResponse{}
+	mi := &file_tokenbroker_v1_tokenbroker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAccessTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAccessTokenResponse) ProtoMessage() {}
+
+func (x *WatchAccessTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tokenbroker_v1_tokenbroker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAccessTokenResponse.ProtoReflect.Descriptor instead.
+func (*WatchAccessTokenResponse) Descriptor() ([]byte, []int) {
+	return file_tokenbroker_v1_tokenbroker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WatchAccessTokenResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *WatchAccessTokenResponse) GetTokenType() string {
+	if x != nil {
+		return x.TokenType
+	}
+	return ""
+}
+
+func (x *WatchAccessTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *WatchAccessTokenResponse) GetCacheStatus() CacheStatus {
+	if x != nil {
+		return x.CacheStatus
+	}
+	return CacheStatus_CACHE_STATUS_UNSPECIFIED
+}
+
 var File_tokenbroker_v1_tokenbroker_proto protoreflect.FileDescriptor
 
 const file_tokenbroker_v1_tokenbroker_proto_rawDesc = "" +
@@ -297,14 +464,32 @@ const file_tokenbroker_v1_tokenbroker_proto_rawDesc = "" +
 	"token_type\x18\x02 \x01(\tR\ttokenType\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12>\n" +
+	"\fcache_status\x18\x04 \x01(\x0e2\x1b.tokenbroker.v1.CacheStatusR\vcacheStatus\"\xf6\x02\n" +
+	"\x17WatchAccessTokenRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\tR\x03uid\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\tR\x06groups\x12^\n" +
+	"\rcustom_claims\x18\x04 \x03(\v29.tokenbroker.v1.WatchAccessTokenRequest.CustomClaimsEntryR\fcustomClaims\x122\n" +
+	"\amin_ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06minTtl\x12.\n" +
+	"\x13external_account_id\x18\a \x01(\tR\x11externalAccountId\x1a?\n" +
+	"\x11CustomClaimsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x06\x10\aR\x0erejected_token\"\xd9\x01\n" +
+	"\x18WatchAccessTokenResponse\x12!\n" +
+	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
+	"\n" +
+	"token_type\x18\x02 \x01(\tR\ttokenType\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12>\n" +
 	"\fcache_status\x18\x04 \x01(\x0e2\x1b.tokenbroker.v1.CacheStatusR\vcacheStatus*q\n" +
 	"\vCacheStatus\x12\x1c\n" +
 	"\x18CACHE_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CACHE_STATUS_HIT\x10\x01\x12\x15\n" +
 	"\x11CACHE_STATUS_MISS\x10\x02\x12\x17\n" +
-	"\x13CACHE_STATUS_SHARED\x10\x032u\n" +
+	"\x13CACHE_STATUS_SHARED\x10\x032\xde\x01\n" +
 	"\x12TokenBrokerService\x12_\n" +
-	"\x0eGetAccessToken\x12%.tokenbroker.v1.GetAccessTokenRequest\x1a&.tokenbroker.v1.GetAccessTokenResponseBEZCgithub.com/tokenbroker/tokenbroker/gen/tokenbroker/v1;tokenbrokerv1b\x06proto3"
+	"\x0eGetAccessToken\x12%.tokenbroker.v1.GetAccessTokenRequest\x1a&.tokenbroker.v1.GetAccessTokenResponse\x12g\n" +
+	"\x10WatchAccessToken\x12'.tokenbroker.v1.WatchAccessTokenRequest\x1a(.tokenbroker.v1.WatchAccessTokenResponse0\x01BEZCgithub.com/tokenbroker/tokenbroker/gen/tokenbroker/v1;tokenbrokerv1b\x06proto3"
 
 var (
 	file_tokenbroker_v1_tokenbroker_proto_rawDescOnce sync.Once
@@ -319,27 +504,36 @@ func file_tokenbroker_v1_tokenbroker_proto_rawDescGZIP() []byte {
 }
 
 var file_tokenbroker_v1_tokenbroker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tokenbroker_v1_tokenbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_tokenbroker_v1_tokenbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_tokenbroker_v1_tokenbroker_proto_goTypes = []any{
-	(CacheStatus)(0),               // 0: tokenbroker.v1.CacheStatus
-	(*GetAccessTokenRequest)(nil),  // 1: tokenbroker.v1.GetAccessTokenRequest
-	(*GetAccessTokenResponse)(nil), // 2: tokenbroker.v1.GetAccessTokenResponse
-	nil,                            // 3: tokenbroker.v1.GetAccessTokenRequest.CustomClaimsEntry
-	(*durationpb.Duration)(nil),    // 4: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 5: google.protobuf.Timestamp
+	(CacheStatus)(0),                 // 0: tokenbroker.v1.CacheStatus
+	(*GetAccessTokenRequest)(nil),    // 1: tokenbroker.v1.GetAccessTokenRequest
+	(*GetAccessTokenResponse)(nil),   // 2: tokenbroker.v1.GetAccessTokenResponse
+	(*WatchAccessTokenRequest)(nil),  // 3: tokenbroker.v1.WatchAccessTokenRequest
+	(*WatchAccessTokenResponse)(nil), // 4: tokenbroker.v1.WatchAccessTokenResponse
+	nil,                              // 5: tokenbroker.v1.GetAccessTokenRequest.CustomClaimsEntry
+	nil,                              // 6: tokenbroker.v1.WatchAccessTokenRequest.CustomClaimsEntry
+	(*durationpb.Duration)(nil),      // 7: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
 }
 var file_tokenbroker_v1_tokenbroker_proto_depIdxs = []int32{
-	3, // 0: tokenbroker.v1.GetAccessTokenRequest.custom_claims:type_name -> tokenbroker.v1.GetAccessTokenRequest.CustomClaimsEntry
-	4, // 1: tokenbroker.v1.GetAccessTokenRequest.min_ttl:type_name -> google.protobuf.Duration
-	5, // 2: tokenbroker.v1.GetAccessTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0, // 3: tokenbroker.v1.GetAccessTokenResponse.cache_status:type_name -> tokenbroker.v1.CacheStatus
-	1, // 4: tokenbroker.v1.TokenBrokerService.GetAccessToken:input_type -> tokenbroker.v1.GetAccessTokenRequest
-	2, // 5: tokenbroker.v1.TokenBrokerService.GetAccessToken:output_type -> tokenbroker.v1.GetAccessTokenResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5,  // 0: tokenbroker.v1.GetAccessTokenRequest.custom_claims:type_name -> tokenbroker.v1.GetAccessTokenRequest.CustomClaimsEntry
+	7,  // 1: tokenbroker.v1.GetAccessTokenRequest.min_ttl:type_name -> google.protobuf.Duration
+	8,  // 2: tokenbroker.v1.GetAccessTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 3: tokenbroker.v1.GetAccessTokenResponse.cache_status:type_name -> tokenbroker.v1.CacheStatus
+	6,  // 4: tokenbroker.v1.WatchAccessTokenRequest.custom_claims:type_name -> tokenbroker.v1.WatchAccessTokenRequest.CustomClaimsEntry
+	7,  // 5: tokenbroker.v1.WatchAccessTokenRequest.min_ttl:type_name -> google.protobuf.Duration
+	8,  // 6: tokenbroker.v1.WatchAccessTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 7: tokenbroker.v1.WatchAccessTokenResponse.cache_status:type_name -> tokenbroker.v1.CacheStatus
+	1,  // 8: tokenbroker.v1.TokenBrokerService.GetAccessToken:input_type -> tokenbroker.v1.GetAccessTokenRequest
+	3,  // 9: tokenbroker.v1.TokenBrokerService.WatchAccessToken:input_type -> tokenbroker.v1.WatchAccessTokenRequest
+	2,  // 10: tokenbroker.v1.TokenBrokerService.GetAccessToken:output_type -> tokenbroker.v1.GetAccessTokenResponse
+	4,  // 11: tokenbroker.v1.TokenBrokerService.WatchAccessToken:output_type -> tokenbroker.v1.WatchAccessTokenResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_tokenbroker_v1_tokenbroker_proto_init() }
@@ -353,7 +547,7 @@ func file_tokenbroker_v1_tokenbroker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tokenbroker_v1_tokenbroker_proto_rawDesc), len(file_tokenbroker_v1_tokenbroker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,7 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TokenBrokerService_GetAccessToken_FullMethodName = "/tokenbroker.v1.TokenBrokerService/GetAccessToken"
+	TokenBrokerService_GetAccessToken_FullMethodName   = "/tokenbroker.v1.TokenBrokerService/GetAccessToken"
+	TokenBrokerService_WatchAccessToken_FullMethodName = "/tokenbroker.v1.TokenBrokerService/WatchAccessToken"
 )
 
 // TokenBrokerServiceClient is the client API for TokenBrokerService service.
@@ -47,6 +48,17 @@ type TokenBrokerServiceClient interface {
 	// asked for, from cache when one with enough life left is held, otherwise
 	// by a fresh exchange that concurrent identical requests share.
 	GetAccessToken(ctx context.Context, in *GetAccessTokenRequest, opts ...grpc.CallOption) (*GetAccessTokenResponse, error)
+	// WatchAccessToken streams the token GetAccessToken would return: the
+	// current one at once, then each renewed token before the previous one can
+	// no longer meet min_ttl, until the caller cancels. A client needs no
+	// expiry logic of its own. Watchers share the broker's cache and its
+	// background refresh: one upstream exchange per key, however many watch.
+	// The caller's credentials and allowlist are checked again before every
+	// send; a reload that revokes them ends the stream with UNAUTHENTICATED or
+	// PERMISSION_DENIED. A failed renewal ends the stream with the same status
+	// GetAccessToken would return; the broker shutting down ends it with
+	// UNAVAILABLE. Either way the client reconnects when it is ready.
+	WatchAccessToken(ctx context.Context, in *WatchAccessTokenRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAccessTokenResponse], error)
 }
 
 type tokenBrokerServiceClient struct {
@@ -66,6 +78,25 @@ func (c *tokenBrokerServiceClient) GetAccessToken(ctx context.Context, in *GetAc
 	}
 	return out, nil
 }
+
+func (c *tokenBrokerServiceClient) WatchAccessToken(ctx context.Context, in *WatchAccessTokenRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAccessTokenResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TokenBrokerService_ServiceDesc.Streams[0], TokenBrokerService_WatchAccessToken_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAccessTokenRequest, WatchAccessTokenResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenBrokerService_WatchAccessTokenClient = grpc.ServerStreamingClient[WatchAccessTokenResponse]
 
 // TokenBrokerServiceServer is the server API for TokenBrokerService service.
 // All implementations must embed UnimplementedTokenBrokerServiceServer
@@ -88,6 +119,17 @@ type TokenBrokerServiceServer interface {
 	// asked for, from cache when one with enough life left is held, otherwise
 	// by a fresh exchange that concurrent identical requests share.
 	GetAccessToken(context.Context, *GetAccessTokenRequest) (*GetAccessTokenResponse, error)
+	// WatchAccessToken streams the token GetAccessToken would return: the
+	// current one at once, then each renewed token before the previous one can
+	// no longer meet min_ttl, until the caller cancels. A client needs no
+	// expiry logic of its own. Watchers share the broker's cache and its
+	// background refresh: one upstream exchange per key, however many watch.
+	// The caller's credentials and allowlist are checked again before every
+	// send; a reload that revokes them ends the stream with UNAUTHENTICATED or
+	// PERMISSION_DENIED. A failed renewal ends the stream with the same status
+	// GetAccessToken would return; the broker shutting down ends it with
+	// UNAVAILABLE. Either way the client reconnects when it is ready.
+	WatchAccessToken(*WatchAccessTokenRequest, grpc.ServerStreamingServer[WatchAccessTokenResponse]) error
 	mustEmbedUnimplementedTokenBrokerServiceServer()
 }
 
@@ -100,6 +142,9 @@ type UnimplementedTokenBrokerServiceServer struct{}
 
 func (UnimplementedTokenBrokerServiceServer) GetAccessToken(context.Context, *GetAccessTokenRequest) (*GetAccessTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAccessToken not implemented")
+}
+func (UnimplementedTokenBrokerServiceServer) WatchAccessToken(*WatchAccessTokenRequest, grpc.ServerStreamingServer[WatchAccessTokenResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchAccessToken not implemented")
 }
 func (UnimplementedTokenBrokerServiceServer) mustEmbedUnimplementedTokenBrokerServiceServer() {}
 func (UnimplementedTokenBrokerServiceServer) testEmbeddedByValue()                            {}
@@ -140,6 +185,17 @@ func _TokenBrokerService_GetAccessToken_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TokenBrokerService_WatchAccessToken_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAccessTokenRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TokenBrokerServiceServer).WatchAccessToken(m, &grpc.GenericServerStream[WatchAccessTokenRequest, WatchAccessTokenResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenBrokerService_WatchAccessTokenServer = grpc.ServerStreamingServer[WatchAccessTokenResponse]
+
 // TokenBrokerService_ServiceDesc is the grpc.ServiceDesc for TokenBrokerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -152,6 +208,12 @@ var TokenBrokerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _TokenBrokerService_GetAccessToken_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchAccessToken",
+			Handler:       _TokenBrokerService_WatchAccessToken_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tokenbroker/v1/tokenbroker.proto",
 }
