@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/resilience"
 )
 
 // Metrics is the broker's metrics hook, backed by Prometheus collectors. It
@@ -38,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		shared: lookups.WithLabelValues("shared"),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_exchanges_total",
-			Help: "Upstream token exchanges attempted, by tenant.",
+			Help: "Upstream token exchanges attempted, by tenant (not those an open circuit breaker refused at once).",
 		}, []string{"tenant"}),
 		exchangeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_exchange_errors_total",
@@ -99,13 +100,18 @@ func (m *Metrics) Lookup(st broker.Status) {
 	}
 }
 
-// Exchange counts an exchange, its latency and its failure reason.
+// Exchange counts an exchange, its latency and its failure reason. One
+// refused at once by an open circuit breaker never reached the upstream: it
+// counts only as an error, reason circuit_open.
 func (m *Metrics) Exchange(tenant string, d time.Duration, err error) {
-	m.exchanges.WithLabelValues(tenant).Inc()
-	m.exchangeSeconds.WithLabelValues(tenant).Observe(d.Seconds())
 	if err != nil {
 		m.exchangeErrors.WithLabelValues(tenant, errorReason(err)).Inc()
+		if errors.Is(err, resilience.ErrCircuitOpen) {
+			return
+		}
 	}
+	m.exchanges.WithLabelValues(tenant).Inc()
+	m.exchangeSeconds.WithLabelValues(tenant).Observe(d.Seconds())
 }
 
 // RefreshStarted counts a background refresh.
@@ -126,6 +132,8 @@ func (m *Metrics) Evicted(n int) { m.evictions.Add(float64(n)) }
 func errorReason(err error) string {
 	var xe *broker.ExchangeError
 	switch {
+	case errors.Is(err, resilience.ErrCircuitOpen):
+		return "circuit_open"
 	case errors.As(err, &xe):
 		return string(xe.Reason)
 	case errors.Is(err, context.DeadlineExceeded):
