@@ -12,7 +12,7 @@ GRPCURL_VERSION            := v1.9.4
 BUF := $(TOOLS)/buf
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all run build test test-short bench lint generate tools check-generated breaking fuzz clean
+.PHONY: all run build test test-short bench lint generate tools check-generated breaking fuzz soak clean
 
 all: lint test build
 
@@ -42,6 +42,12 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzTokenRequest$$' -fuzztime=$(FUZZTIME) ./internal/emulator/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZTIME) ./internal/upstream/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDiscovery$$' -fuzztime=$(FUZZTIME) ./internal/upstream/
+	$(GO) test -run='^$$' -fuzz='^FuzzValidateRequest$$' -fuzztime=$(FUZZTIME) ./server/
+
+## soak: load plus injected upstream faults against the real server for SOAK_DURATION (not part of make test)
+SOAK_DURATION ?= 5m
+soak: build
+	$(GO) run ./test/soak -duration $(SOAK_DURATION) -binary bin/tokenbroker
 
 ## lint: gofmt, go vet, staticcheck, buf lint and buf format
 lint: tools
