@@ -71,18 +71,19 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	grace   time.Duration
-	wrapper func(http.Handler) http.Handler // wraps the emulator, e.g. to slow it
-	tokens  server.TokenSource              // replaces the broker
-	tcp     bool                            // serve gRPC on TCP loopback instead of bufconn
-	logSink io.Writer                       // where logs go instead of the checked buffer (benchmarks)
-	callers []policy.Caller                 // replaces the default callers
-	pki     *testPKI                        // serve TLS (on TCP) with this PKI's server certificate and client CA
-	auditor server.Auditor
-	clock   func() time.Time
-	emu     emulator.Config                           // the emulator's, e.g. a short token lifetime
-	broker  func(*broker.Config)                      // tunes the broker
-	authn   func(*policy.Policy) server.Authenticator // wraps the callers' policy, e.g. to swap it
+	grace     time.Duration
+	wrapper   func(http.Handler) http.Handler // wraps the emulator, e.g. to slow it
+	tokens    server.TokenSource              // replaces the broker
+	tcp       bool                            // serve gRPC on TCP loopback instead of bufconn
+	logSink   io.Writer                       // where logs go instead of the checked buffer (benchmarks)
+	callers   []policy.Caller                 // replaces the default callers
+	pki       *testPKI                        // serve TLS (on TCP) with this PKI's server certificate and client CA
+	auditor   server.Auditor
+	clock     func() time.Time
+	emu       emulator.Config                           // the emulator's, e.g. a short token lifetime
+	broker    func(*broker.Config)                      // tunes the broker
+	authn     func(*policy.Policy) server.Authenticator // wraps the callers' policy, e.g. to swap it
+	upstreams func() []server.UpstreamState             // the breakers /readyz lists
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -158,7 +159,8 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		authn = opts.authn(pol)
 	}
 	scfg := server.Config{Tokens: tokens, Callers: authn, Keys: keystore.NewDirectory(map[string][]*keystore.Key{tenantA: {key}, tenantB: {key}}), Logger: log,
-		Registry: reg, ShutdownGrace: opts.grace, Auditor: opts.auditor, Metrics: metrics, Clock: opts.clock}
+		Registry: reg, ShutdownGrace: opts.grace, Auditor: opts.auditor, Metrics: metrics, Clock: opts.clock,
+		Upstreams: opts.upstreams}
 	if opts.pki != nil {
 		scfg.TLS, scfg.ClientCAs = opts.pki.serverTLS(), opts.pki.caPool
 		opts.tcp = true

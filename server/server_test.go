@@ -651,3 +651,22 @@ func TestNotSupportedIsInvalidArgument(t *testing.T) {
 		t.Errorf("got %v %q, want InvalidArgument saying uid is not supported", st.Code(), st.Message())
 	}
 }
+
+// /readyz lists each upstream's breaker under its verdict, and stays ready
+// while one is open.
+func TestReadyzListsBreakers(t *testing.T) {
+	retryAt := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	h := newHarness(t, harnessOptions{upstreams: func() []server.UpstreamState {
+		return []server.UpstreamState{{Name: "zz.example", State: "closed"}, {Name: "idp.example", State: "open", RetryAt: retryAt}}
+	}})
+	resp, err := http.Get(h.httpURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	want := "ready\nupstream idp.example: open, next attempt at 2026-11-23T10:00:00Z\nupstream zz.example: closed\n"
+	if resp.StatusCode != http.StatusOK || string(body) != want {
+		t.Errorf("/readyz = %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+}
