@@ -104,9 +104,14 @@ type Broker struct {
 // tok.Expiry). Its atomic fields are written by hits and refreshes; the
 // rest never changes once the entry is published.
 type entry struct {
-	tok       Token
-	err       error // a refusal, for the negative cache
-	refreshAt int64 // unix nanoseconds: a hit after this starts a refresh
+	tok Token
+	err error // a refusal, for the negative cache
+	// refreshLeft is the refresh point, as the life a token has left beyond
+	// the skew margin and the caller's min_ttl: a hit that finds no more than
+	// this left starts a refresh. Measured past each caller's own min_ttl,
+	// so a caller that needs much of a token's life still finds it
+	// refreshed before it stops being fresh enough for it.
+	refreshLeft time.Duration
 
 	lastUsed   atomic.Int64 // unix nanoseconds, kept to about a second
 	refreshing atomic.Bool  // a refresh is in flight
@@ -246,14 +251,17 @@ func (b *Broker) Token(ctx context.Context, req Request, opt Options) (Token, St
 		sh.compareAndDelete(string(key), opt.RejectedToken, now)
 		ok = false
 	}
-	if ok && b.freshAt(e.tok, opt.MinTTL, now) {
-		nowNano := now.UnixNano()
-		e.touch(nowNano)
-		if nowNano >= e.refreshAt {
-			b.refreshAhead(sh, e, key, &req, groups, nowNano)
+	if ok {
+		// The life left beyond the skew margin and the caller's min_ttl.
+		if left := e.tok.Expiry.Sub(now) - b.skew - opt.MinTTL; left > 0 {
+			nowNano := now.UnixNano()
+			e.touch(nowNano)
+			if left <= e.refreshLeft {
+				b.refreshAhead(sh, e, key, &req, groups, nowNano)
+			}
+			b.metrics.Lookup(StatusHit)
+			return e.tok, StatusHit, nil
 		}
-		b.metrics.Lookup(StatusHit)
-		return e.tok, StatusHit, nil
 	}
 	req.Groups = slices.Clone(groups)
 	return b.miss(ctx, sh, string(key), req, opt, false)
@@ -410,15 +418,14 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 }
 
 // newEntry wraps a token fetched at now, with its refresh point: when
-// RefreshFraction of its usable life (to its expiry less the skew) is left,
-// less up to a quarter of that again, drawn per entry, so that tokens
-// fetched together are not refreshed together.
+// RefreshFraction of its usable life (to its expiry less the skew) is left
+// beyond a caller's min_ttl, plus up to a quarter of that again, drawn per
+// entry, so that tokens fetched together are not refreshed together.
 func (b *Broker) newEntry(tok Token, now time.Time) *entry {
-	e := &entry{tok: tok, refreshAt: math.MaxInt64}
+	e := &entry{tok: tok, refreshLeft: -1}
 	if usable := tok.Expiry.Add(-b.skew).Sub(now); b.refreshFraction > 0 && usable > 0 {
 		window := time.Duration(float64(usable) * b.refreshFraction)
-		jitter := rand.N(window/4 + 1)
-		e.refreshAt = now.Add(usable - window - jitter).UnixNano()
+		e.refreshLeft = window + rand.N(window/4+1)
 	}
 	e.lastUsed.Store(now.UnixNano())
 	return e
@@ -446,7 +453,7 @@ func (s *shard) storeRefusal(key string, err error, now time.Time, ttl, skew tim
 		if e, ok := m[key]; ok && e.err == nil && e.tok.Expiry.Sub(now) > skew {
 			return
 		}
-		e := &entry{tok: Token{Expiry: now.Add(ttl)}, err: err, refreshAt: math.MaxInt64}
+		e := &entry{tok: Token{Expiry: now.Add(ttl)}, err: err, refreshLeft: -1}
 		e.lastUsed.Store(now.UnixNano())
 		m[key] = e
 	})

@@ -12,42 +12,57 @@ import (
 
 // Under continuous calls, refresh-ahead keeps the cache warm: after the
 // first miss no caller waits for the upstream, however long the calls go
-// on, and the upstream sees about one exchange per refresh interval.
+// on, and the upstream sees about one exchange per refresh interval. The
+// refresh point is measured past the caller's min_ttl, so callers that need
+// most of a token's life never wait either.
 func TestRefreshAheadNoCallerWaits(t *testing.T) {
-	clock := newFakeClock()
-	up := &upstream{clock: clock, ttl: 100 * time.Second}
-	m := &countingMetrics{lookups: map[broker.Status]int{}}
-	b := broker.New(broker.Config{Exchanger: up, Clock: clock, Skew: 10 * time.Second, Metrics: m})
-	t.Cleanup(b.Close)
-	ctx := context.Background()
-	const calls = 3000 // a call a second: 50 minutes, 30 token lifetimes
-	waited := 0
-	for i := range calls {
-		before := m.get(&m.refreshes)
-		_, st, err := b.Token(ctx, req("g"), broker.Options{MinTTL: time.Second})
-		if err != nil {
-			t.Fatalf("call %d: %v", i, err)
-		}
-		if st != broker.StatusHit && i > 0 {
-			waited++
-		}
-		if m.get(&m.refreshes) != before {
-			// A refresh started: it runs in the background, and
-			// completes long before the token it replaces expires.
-			waitFor(t, func() bool { return int(up.calls.Load()) == m.get(&m.refreshes)+1 })
-		}
-		clock.Advance(time.Second)
-	}
-	if waited != 0 {
-		t.Errorf("%d callers waited for an exchange after warm-up, want 0", waited)
-	}
-	// Usable life 90 s, refreshed with 18-22.5 s of it left: every
-	// 67.5-72 s.
-	if n := up.calls.Load(); n < calls/72 || n > calls/67+2 {
-		t.Errorf("%d exchanges for %d s of calls, want one per refresh interval (%d-%d)", n, calls, calls/72, calls/67+2)
-	}
-	if f := m.get(&m.refreshFailures); f != 0 {
-		t.Errorf("%d refreshes failed", f)
+	for _, tc := range []struct {
+		name     string
+		ttl      time.Duration
+		minTTL   time.Duration
+		interval [2]int // seconds between exchanges, lowest and highest
+	}{
+		// Usable 90 s; refreshed with 18-22.5 s beyond min_ttl left.
+		{"small min_ttl", 100 * time.Second, time.Second, [2]int{66, 71}},
+		// Usable 110 s, 60 s of it needed by the callers: refreshed with
+		// 22-27.5 s beyond min_ttl left, every 22.5-28 s.
+		{"min_ttl half the lifetime", 120 * time.Second, 60 * time.Second, [2]int{22, 28}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			up := &upstream{clock: clock, ttl: tc.ttl}
+			m := &countingMetrics{lookups: map[broker.Status]int{}}
+			b := broker.New(broker.Config{Exchanger: up, Clock: clock, Skew: 10 * time.Second, Metrics: m})
+			t.Cleanup(b.Close)
+			ctx := context.Background()
+			const calls = 3000 // a call a second: 50 minutes
+			waited := 0
+			for i := range calls {
+				before := m.get(&m.refreshes)
+				_, st, err := b.Token(ctx, req("g"), broker.Options{MinTTL: tc.minTTL})
+				if err != nil {
+					t.Fatalf("call %d: %v", i, err)
+				}
+				if st != broker.StatusHit && i > 0 {
+					waited++
+				}
+				if m.get(&m.refreshes) != before {
+					// A refresh started: it runs in the background, and
+					// completes long before the token it replaces expires.
+					waitFor(t, func() bool { return int(up.calls.Load()) == m.get(&m.refreshes)+1 })
+				}
+				clock.Advance(time.Second)
+			}
+			if waited != 0 {
+				t.Errorf("%d callers waited for an exchange after warm-up, want 0", waited)
+			}
+			if n := int(up.calls.Load()); n < calls/tc.interval[1] || n > calls/tc.interval[0]+2 {
+				t.Errorf("%d exchanges for %d s of calls, want one every %d-%d s", n, calls, tc.interval[0], tc.interval[1])
+			}
+			if f := m.get(&m.refreshFailures); f != 0 {
+				t.Errorf("%d refreshes failed", f)
+			}
+		})
 	}
 }
 
