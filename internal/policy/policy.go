@@ -295,7 +295,15 @@ func (p *Policy) Authenticate(c Credentials) (Identity, error) {
 		switch {
 		case cc == nil:
 			return Identity{}, ErrUnknownKey
-		case cc.identity == "" || cc.identity == c.TLSIdentity:
+		case cc.identity == c.TLSIdentity:
+			return Identity{cc}, nil
+		case cc.identity == "":
+			// A key-only caller may come over mTLS with any certificate,
+			// but not with another caller's: two credentials naming two
+			// callers say nothing reliable about who calls.
+			if other := p.byIdentity[c.TLSIdentity]; other != nil && other != cc {
+				return Identity{}, fmt.Errorf("%w: the key is caller %q's, but the client certificate is caller %q's", ErrCredentialMismatch, cc.name, other.name)
+			}
 			return Identity{cc}, nil
 		case c.TLSIdentity == "":
 			return Identity{}, fmt.Errorf("%w: the key is caller %q's, which must also present its client certificate", ErrCredentialMismatch, cc.name)

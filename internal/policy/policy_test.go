@@ -95,10 +95,11 @@ func TestAuthenticate(t *testing.T) {
 		{"the hash instead of the key", policy.Credentials{BearerKey: hashHex(keyPayments)}, "", policy.ErrUnknownKey},
 		{"a wrong key is never ignored", policy.Credentials{BearerKey: "key-other", TLSIdentity: idBatch}, "", policy.ErrUnknownKey},
 
-		// A key-only caller: a certificate does not restrict it.
+		// A key-only caller: a certificate no caller has does not restrict
+		// it; another caller's certificate makes the call ambiguous.
 		{"key-only caller, unknown certificate", policy.Credentials{BearerKey: keyPayments, TLSIdentity: "spiffe://corp/stranger"}, "payments-api", nil},
-		{"key-only caller, a certificate-only caller's certificate", policy.Credentials{BearerKey: keyPayments, TLSIdentity: idBatch}, "payments-api", nil},
-		{"key-only caller, a key-and-certificate caller's certificate", policy.Credentials{BearerKey: keyPayments, TLSIdentity: idBoth}, "payments-api", nil},
+		{"key-only caller, a certificate-only caller's certificate", policy.Credentials{BearerKey: keyPayments, TLSIdentity: idBatch}, "", policy.ErrCredentialMismatch},
+		{"key-only caller, a key-and-certificate caller's certificate", policy.Credentials{BearerKey: keyPayments, TLSIdentity: idBoth}, "", policy.ErrCredentialMismatch},
 
 		// Certificates.
 		{"URI identity", policy.Credentials{TLSIdentity: idBatch}, "batch", nil},
