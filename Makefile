@@ -12,7 +12,7 @@ GRPCURL_VERSION            := v1.9.4
 BUF := $(TOOLS)/buf
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all run build test test-short bench lint generate tools check-generated breaking fuzz soak clean
+.PHONY: all run build test test-short test-interop bench lint generate tools check-generated breaking fuzz soak clean
 
 all: lint test build
 
@@ -27,6 +27,12 @@ build:
 ## test: every test, with the race detector (fuzz targets run their committed seeds)
 test:
 	$(GO) test -race -count=1 ./...
+
+## test-interop: the Python and Node example clients (examples/) against the built broker: plaintext, TLS with a
+## bearer key and mTLS, GetAccessToken and WatchAccessToken. A language not installed is skipped, saying so;
+## TOKENBROKER_REQUIRE_INTEROP=1 makes that a failure.
+test-interop: build
+	TOKENBROKER_BINARY=$(CURDIR)/bin/tokenbroker $(GO) test -count=1 -v -run '^TestClients' ./test/interop/
 
 ## bench: the benchmarks, in a format benchstat reads
 bench:
