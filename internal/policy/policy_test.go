@@ -364,7 +364,7 @@ func TestModeString(t *testing.T) {
 
 func BenchmarkAuthenticate(b *testing.B) {
 	p := newPolicy(b)
-	creds := policy.Credentials{BearerKey: keyPayments, TLSIdentity: idBatch}
+	creds := policy.Credentials{BearerKey: keyBoth, TLSIdentity: idBoth} // both checked
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := p.Authenticate(creds); err != nil {
