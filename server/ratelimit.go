@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -50,29 +49,10 @@ func (l *limiters) take(id policy.Identity, now time.Time) (time.Duration, bool)
 	return 0, true
 }
 
-// rateLimitUnary refuses a caller over its rate before any work. Cache hits
-// count too: a caller in a hot loop must not starve the others.
-func (s *Server) rateLimitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := s.overLimit(ctx); err != nil {
-		return nil, err
-	}
-	return handler(ctx, req)
-}
-
-// rateLimitStream counts opening a stream as one call.
-func (s *Server) rateLimitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := s.overLimit(ss.Context()); err != nil {
-		return err
-	}
-	return handler(srv, ss)
-}
-
-// overLimit takes one call from the caller's bucket, or says when to retry.
-func (s *Server) overLimit(ctx context.Context) error {
-	id, ok := callerFrom(ctx)
-	if !ok {
-		return nil
-	}
+// overLimit takes one call from the caller's bucket, or says when to
+// retry. Cache hits count too: a caller in a hot loop must not starve the
+// others; opening a stream counts as one call.
+func (s *Server) overLimit(ctx context.Context, id policy.Identity) error {
 	wait, ok := s.limits.take(id, s.now())
 	if ok {
 		return nil

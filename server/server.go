@@ -168,15 +168,13 @@ func New(cfg Config) (*Server, error) {
 			s.auditUnary,
 			logging.UnaryServerInterceptor(logger, logOpts...),
 			grpcMetrics.UnaryServerInterceptor(),
-			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(s.authenticate), needsAuth),
-			selector.UnaryServerInterceptor(s.rateLimitUnary, needsAuth),
+			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(s.authenticate), needsAuth), // and the rate limit
 		),
 		grpc.ChainStreamInterceptor(
 			recovery.StreamServerInterceptor(recoverPanic),
 			logging.StreamServerInterceptor(logger, logOpts...),
 			grpcMetrics.StreamServerInterceptor(),
-			selector.StreamServerInterceptor(auth.StreamServerInterceptor(s.authenticate), needsAuth),
-			selector.StreamServerInterceptor(s.rateLimitStream, needsAuth),
+			selector.StreamServerInterceptor(auth.StreamServerInterceptor(s.authenticate), needsAuth), // and the rate limit
 		),
 	)...)
 	s.svc = &service{tokens: cfg.Tokens, callers: cfg.Callers, log: cfg.Logger, metrics: cfg.Metrics, auditor: cfg.Auditor,

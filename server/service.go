@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -46,9 +47,12 @@ func (s *service) GetAccessToken(ctx context.Context, req *tokenbrokerv1.GetAcce
 		return nil, status.Error(codes.Unauthenticated, "missing caller credentials")
 	}
 	if err := validate(req); err != nil {
+		logging.AddFields(ctx, logging.Fields{"caller", id.Name()})
 		return nil, err
 	}
-	logging.AddFields(ctx, logging.Fields{"tenant", req.GetTenant(), "groups", req.GetGroups(), "account", accountKind(req)})
+	// The call's log fields go in once, at the end: each AddFields copies
+	// every field already added, and this is the hot path.
+	defer func() { logging.AddFields(ctx, callFields(ctx, id, req)) }()
 	minTTL := minTTLOf(req)
 	if err := s.authorize(ctx, id, req, minTTL); err != nil {
 		return nil, err
@@ -119,15 +123,25 @@ func (s *service) token(ctx context.Context, req *tokenbrokerv1.GetAccessTokenRe
 	if err != nil {
 		return broker.Token{}, 0, err
 	}
-	fp := broker.Fingerprint(tok.AccessToken)
 	c := callFrom(ctx)
-	c.cache, c.tokenFP = st.String(), fp
-	logging.AddFields(ctx, logging.Fields{"cache", st.String(), "token_fp", fp})
+	c.cache, c.tokenFP = st.String(), broker.Fingerprint(tok.AccessToken)
 	return tok, st, nil
 }
 
+// callFields are the log fields of a call: who asked for what, and, once
+// served, how and which token (by fingerprint). Groups are one
+// comma-separated string, which a log handler writes without reflection.
+func callFields(ctx context.Context, id policy.Identity, req auditTarget) logging.Fields {
+	f := logging.Fields{"caller", id.Name(), "tenant", req.GetTenant(), "groups", strings.Join(req.GetGroups(), ","),
+		"account", accountKind(req)}
+	if c := callFrom(ctx); c.tokenFP != "" {
+		f = append(f, "cache", c.cache, "token_fp", c.tokenFP)
+	}
+	return f
+}
+
 // accountKind says which kind of account was asked for, without the id.
-func accountKind(req *tokenbrokerv1.GetAccessTokenRequest) string {
+func accountKind(req auditTarget) string {
 	switch {
 	case req.GetUid() != "":
 		return "uid"

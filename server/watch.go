@@ -52,7 +52,9 @@ func (s *service) WatchAccessToken(req *tokenbrokerv1.WatchAccessTokenRequest, s
 	if err := validate(get); err != nil {
 		return err
 	}
-	logging.AddFields(ctx, logging.Fields{"tenant", get.GetTenant(), "groups", get.GetGroups(), "account", accountKind(get)})
+	if id, ok := callerFrom(ctx); ok {
+		logging.AddFields(ctx, callFields(ctx, id, get))
+	}
 	minTTL := minTTLOf(get)
 	var last string
 	var lead time.Duration
