@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -38,6 +40,31 @@ func benchmarkCacheHit(b *testing.B, tcp bool) {
 
 func BenchmarkGetAccessTokenHitBufconn(b *testing.B) { benchmarkCacheHit(b, false) }
 func BenchmarkGetAccessTokenHitTCP(b *testing.B)     { benchmarkCacheHit(b, true) }
+
+// BenchmarkGetAccessTokenMissBufconn is a cache miss through the whole
+// server, each call for a new uid: the broker signs an assertion and
+// exchanges it at the emulator, which checks it and signs the access token
+// on the same machine.
+func BenchmarkGetAccessTokenMissBufconn(b *testing.B) {
+	h := newHarness(b, harnessOptions{logSink: io.Discard})
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keyFull)
+	var next atomic.Int64
+	exchanges := h.emu.Exchanges()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := &tokenbrokerv1.GetAccessTokenRequest{Tenant: tenantA, Uid: "u" + strconv.FormatInt(next.Add(1), 10),
+				Groups: []string{"pismo-v1:cards:r", "pismo-v1:accounts:rw"}}
+			resp, err := h.client.GetAccessToken(ctx, req)
+			if err != nil || resp.GetCacheStatus() != tokenbrokerv1.CacheStatus_CACHE_STATUS_MISS {
+				b.Fatalf("status %v err %v", resp.GetCacheStatus(), err)
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(h.emu.Exchanges()-exchanges)/float64(b.N), "exchanges/op")
+}
 
 // bare is the baseline: the same service with no interceptors, no auth and
 // no broker, answering a constant token of the same size.
