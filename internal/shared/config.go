@@ -1,0 +1,131 @@
+package shared
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The defaults of [Config]'s zero fields.
+const (
+	DefaultTimeout       = 50 * time.Millisecond
+	DefaultLeaseTTL      = 10 * time.Second
+	DefaultPrefix        = "tb:v1:"
+	DefaultProbeInterval = time.Second
+	DefaultPollInterval  = 100 * time.Millisecond
+)
+
+// Config is the configuration of a [Store]. The zero value of every field but
+// Addr means its default.
+type Config struct {
+	// Addr is the Redis server's host:port. It is required.
+	Addr string
+	// Username is the ACL user; empty means the default user.
+	Username string
+	// Password is the password itself, already read from its file by the
+	// caller; empty means none.
+	Password string
+	// TLS, when set, is the client TLS configuration; nil means plain TCP.
+	TLS *tls.Config
+	// DB is the logical database number.
+	DB int
+
+	// Timeout bounds each operation (each round trip, including waiting for a
+	// pooled connection). A Redis that does not answer within it counts as
+	// down. Default [DefaultTimeout].
+	Timeout time.Duration
+	// LeaseTTL is how long a lease lasts if its holder neither releases it
+	// nor dies: the longest another replica waits for a dead holder. It
+	// should exceed the longest exchange. Default [DefaultLeaseTTL].
+	LeaseTTL time.Duration
+	// Prefix namespaces every key and channel the Store uses, so several
+	// brokers (or versions of the format) can share one Redis database.
+	// Default [DefaultPrefix].
+	Prefix string
+	// ProbeInterval is how long the Store stays down after a failure before
+	// the next call is let through to try Redis again; it also paces the
+	// subscription's reconnection attempts. Default [DefaultProbeInterval].
+	ProbeInterval time.Duration
+	// PollInterval is the longest pause between two looks at Redis in
+	// [Store.Wait], the fallback for a missed notification; each pause is
+	// drawn uniformly between half of it and all of it. Default
+	// [DefaultPollInterval].
+	PollInterval time.Duration
+
+	// Metrics receives the Store's events; nil means none.
+	Metrics Metrics
+	// Clock tells the time for the down/probe bookkeeping; nil means the
+	// system clock. Timers (polling, reconnection) use real time.
+	Clock Clock
+}
+
+// Metrics receives a [Store]'s events. Implementations must be cheap, safe for
+// concurrent use, and must not call the Store's methods other than
+// [Store.Healthy] (they run under the Store's health lock).
+type Metrics interface {
+	// Episode is called once when the Store goes down, with the failure
+	// that took it down, and once when it is back up (cause nil). Calls
+	// alternate, starting with down; the caller logs and counts them.
+	Episode(down bool, cause error)
+	// InvalidationDropped is called when an invalidation from another
+	// replica is dropped because an [Store.Invalidations] channel was full.
+	InvalidationDropped()
+}
+
+// Clock tells the time. Tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+type noMetrics struct{}
+
+func (noMetrics) Episode(bool, error)  {}
+func (noMetrics) InvalidationDropped() {}
+
+// withDefaults validates c and fills in its zero fields.
+func (c Config) withDefaults() (Config, error) {
+	if c.Addr == "" {
+		return c, errors.New("shared: config: addr is required")
+	}
+	if c.DB < 0 {
+		return c, fmt.Errorf("shared: config: db %d is negative", c.DB)
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"timeout", &c.Timeout, DefaultTimeout},
+		{"lease ttl", &c.LeaseTTL, DefaultLeaseTTL},
+		{"probe interval", &c.ProbeInterval, DefaultProbeInterval},
+		{"poll interval", &c.PollInterval, DefaultPollInterval},
+	} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 0:
+			return c, fmt.Errorf("shared: config: %s %s is negative", d.name, *d.v)
+		}
+	}
+	if c.LeaseTTL < time.Millisecond {
+		return c, fmt.Errorf("shared: config: lease ttl %s is below Redis's 1ms resolution", c.LeaseTTL)
+	}
+	if c.PollInterval < 2*time.Millisecond {
+		return c, fmt.Errorf("shared: config: poll interval %s is too short", c.PollInterval)
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	return c, nil
+}
