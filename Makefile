@@ -71,6 +71,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseTokenResponse$$' -fuzztime=$(FUZZTIME) ./internal/upstream/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDiscovery$$' -fuzztime=$(FUZZTIME) ./internal/upstream/
 	$(GO) test -run='^$$' -fuzz='^FuzzValidateRequest$$' -fuzztime=$(FUZZTIME) ./server/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRetryAfter$$' -fuzztime=$(FUZZTIME) ./internal/upstream/
+	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) ./internal/seal/
+	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) ./internal/audit/
 
 ## soak: load plus injected upstream faults against the real server for SOAK_DURATION (not part of make test)
 SOAK_DURATION ?= 5m
