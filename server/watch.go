@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -11,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tokenbroker/tokenbroker/broker"
 	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
@@ -24,15 +22,6 @@ import (
 const (
 	minWatchLook = 100 * time.Millisecond
 	maxWatchLook = 30 * time.Second
-)
-
-// A watch renews its token a lead time before the token would fall below
-// the request's min_ttl: a tenth of the token's lifetime, within these
-// bounds. So the renewal is in the caller's hands while the previous token
-// still meets min_ttl, even when the broker's own refresh point comes later.
-const (
-	minWatchLead = 200 * time.Millisecond
-	maxWatchLead = time.Minute
 )
 
 // WatchAccessToken streams the token GetAccessToken would return, then each
@@ -57,9 +46,8 @@ func (s *service) WatchAccessToken(req *tokenbrokerv1.WatchAccessTokenRequest, s
 	}
 	minTTL := minTTLOf(get)
 	var last string
-	var lead time.Duration
 	for sent := 0; ; {
-		resp, expiry, err := s.look(ctx, creds, get, minTTL, lead, last)
+		resp, expiry, err := s.look(ctx, creds, get, minTTL, last)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // the caller went away
@@ -71,11 +59,10 @@ func (s *service) WatchAccessToken(req *tokenbrokerv1.WatchAccessTokenRequest, s
 				return nil // the caller went away
 			}
 			last = resp.GetAccessToken()
-			lead = min(max(expiry.Sub(s.now())/10, minWatchLead), maxWatchLead)
 			sent++
 			logging.AddFields(ctx, logging.Fields{"sent", sent})
 		}
-		timer := time.NewTimer(lookAgainIn(s.now(), expiry, minTTL+lead))
+		timer := time.NewTimer(lookAgainIn(s.now(), expiry, minTTL))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -88,12 +75,12 @@ func (s *service) WatchAccessToken(req *tokenbrokerv1.WatchAccessTokenRequest, s
 	}
 }
 
-// look checks the caller again and asks the broker for a token with
-// min_ttl plus lead left (min_ttl alone when the upstream's tokens do not
-// live that long). It returns the response to send, or nil when the token is
-// still last, with the token's expiry. A token handed out and a refusal each
-// get an audit record.
-func (s *service) look(ctx context.Context, creds policy.Credentials, get *tokenbrokerv1.GetAccessTokenRequest, minTTL, lead time.Duration, last string) (*tokenbrokerv1.WatchAccessTokenResponse, time.Time, error) {
+// look checks the caller again and asks the broker. It returns the
+// response to send, or nil when the token is still last, with the token's
+// expiry. A token handed out and a refusal each get an audit record. The
+// renewal comes in time because the broker refreshes a token ahead of what
+// the asking caller's min_ttl needs, and a look is such an ask.
+func (s *service) look(ctx context.Context, creds policy.Credentials, get *tokenbrokerv1.GetAccessTokenRequest, minTTL time.Duration, last string) (*tokenbrokerv1.WatchAccessTokenResponse, time.Time, error) {
 	c := &call{}
 	ctx = context.WithValue(ctx, callKey{}, c)
 	start := time.Now()
@@ -108,10 +95,7 @@ func (s *service) look(ctx context.Context, creds policy.Credentials, get *token
 	var resp *tokenbrokerv1.WatchAccessTokenResponse
 	var expiry time.Time
 	if err == nil {
-		tok, st, terr := s.token(ctx, get, minTTL+lead)
-		if lead > 0 && errors.Is(terr, broker.ErrTTLUnattainable) {
-			tok, st, terr = s.token(ctx, get, minTTL)
-		}
+		tok, st, terr := s.token(ctx, get, minTTL)
 		switch {
 		case terr != nil:
 			err = s.statusOf(ctx, terr)
