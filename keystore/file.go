@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,28 @@ func LoadFileWithOptions(path string, opts Options) (*Key, error) {
 		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// ReadSecretLine reads a file holding one secret line, such as a
+// passphrase, a PIN, a client secret or an encryption key: checked like
+// [ReadPrivateFile], without one trailing "\n" or "\r\n" (as editors and
+// `echo` leave it). An empty secret is an error naming the file, never its
+// content. The caller clears the result; that clears the file's bytes up to
+// the newline.
+func ReadSecretLine(path string) ([]byte, error) {
+	data, err := ReadPrivateFile(path)
+	if err != nil {
+		return nil, err
+	}
+	secret := bytes.TrimSuffix(data, []byte("\n"))
+	if len(secret) < len(data) {
+		secret = bytes.TrimSuffix(secret, []byte("\r"))
+	}
+	if len(secret) == 0 {
+		clear(data)
+		return nil, fmt.Errorf("keystore: %s is empty", path)
+	}
+	return secret, nil
 }
 
 // ReadPrivateFile reads a file holding secret material, such as a private key

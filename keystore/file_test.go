@@ -219,3 +219,43 @@ func TestWriteFileExclusive(t *testing.T) {
 		}
 	})
 }
+
+func TestReadSecretLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content, want string
+		mode               os.FileMode
+		err                string
+	}{
+		{"bare", "s3cret", "s3cret", 0o600, ""},
+		{"newline", "s3cret\n", "s3cret", 0o600, ""},
+		{"CRLF", "s3cret\r\n", "s3cret", 0o600, ""},
+		{"only one newline taken", "s3cret\n\n", "s3cret\n", 0o600, ""},
+		{"a lone CR kept", "s3cret\r", "s3cret\r", 0o600, ""},
+		{"empty", "", "", 0o600, "is empty"},
+		{"only a newline", "\n", "", 0o600, "is empty"},
+		{"readable by others", "s3cret\n", "", 0o644, "chmod 600"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			if err := os.WriteFile(path, []byte(tc.content), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(path, tc.mode) // past the umask
+			got, err := ReadSecretLine(path)
+			switch {
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want it to mention %q", err, tc.err)
+				}
+				if tc.content != "" && strings.Contains(err.Error(), "s3cret") {
+					t.Errorf("the error holds the secret: %v", err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case string(got) != tc.want:
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -157,29 +157,18 @@ func readPassphrase(k config.Key) ([]byte, error) {
 	return readSecret(k.PassphraseFile, k.PassphraseEnv, k.Field+"passphrase_")
 }
 
-// readSecret returns a secret from its file (checked like a private key
-// file, its trailing newline trimmed) or its environment variable, or nil
+// readSecret returns a secret from its file (keystore.ReadSecretLine) or
+// its environment variable, or nil
 // when neither is set. The caller clears it. Errors name the field (field
 // + "file" or "env"), never the secret.
 func readSecret(file, env, field string) ([]byte, error) {
 	switch {
 	case file != "":
-		data, err := keystore.ReadPrivateFile(file)
+		secret, err := keystore.ReadSecretLine(file)
 		if err != nil {
 			return nil, fmt.Errorf("%sfile: %w", field, err)
 		}
-		secret := data
-		if n := len(secret); n > 0 && secret[n-1] == '\n' {
-			secret = secret[:n-1]
-			if n := len(secret); n > 0 && secret[n-1] == '\r' {
-				secret = secret[:n-1]
-			}
-		}
-		if len(secret) == 0 {
-			clear(data)
-			return nil, fmt.Errorf("%sfile: %s is empty", field, file)
-		}
-		return secret, nil // clearing it clears data up to the newline
+		return secret, nil
 	case env != "":
 		v := os.Getenv(env)
 		if v == "" {

@@ -60,20 +60,11 @@ type key struct {
 // material. The bytes read are cleared once the key is derived (best
 // effort: the Go runtime may have copied them).
 func LoadKeyFile(path string) (Key, error) {
-	data, err := keystore.ReadPrivateFile(path)
+	text, err := keystore.ReadSecretLine(path)
 	if err != nil {
 		return Key{}, fmt.Errorf("seal: %w", err)
 	}
-	defer clear(data)
-	text := data
-	if bytes.HasSuffix(text, []byte("\r\n")) {
-		text = text[:len(text)-2]
-	} else if bytes.HasSuffix(text, []byte("\n")) {
-		text = text[:len(text)-1]
-	}
-	if len(text) == 0 {
-		return Key{}, fmt.Errorf("seal: key file %s is empty; %s", path, keyFileUsage)
-	}
+	defer clear(text)
 	// The decoder skips '\r' and '\n' wherever they are; a key is one line.
 	if bytes.ContainsAny(text, "\r\n") {
 		return Key{}, fmt.Errorf("seal: key file %s has more than one line; it must hold one base64 line; %s", path, keyFileUsage)

@@ -102,9 +102,9 @@ func Open(ref Ref, opts keystore.Options) (*keystore.Key, io.Closer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	pin, err := readPIN(t.pinFile)
+	pin, err := keystore.ReadSecretLine(t.pinFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("pkcs11: PIN file: %w", err)
 	}
 	defer clear(pin)
 
@@ -164,27 +164,6 @@ func modulePath(path string) (string, error) {
 		return "", fmt.Errorf("pkcs11: module %s is not a regular file (mode %s); give the path of the PKCS#11 module, a .so file", path, fi.Mode())
 	}
 	return resolved, nil
-}
-
-// readPIN reads the PIN file, checked like a private key file, without one
-// trailing "\n" or "\r\n". The caller clears the PIN.
-func readPIN(path string) ([]byte, error) {
-	data, err := keystore.ReadPrivateFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: PIN file: %w", err)
-	}
-	pin := data
-	if n := len(pin); n > 0 && pin[n-1] == '\n' {
-		pin = pin[:n-1]
-		if n := len(pin); n > 0 && pin[n-1] == '\r' {
-			pin = pin[:n-1]
-		}
-	}
-	if len(pin) == 0 {
-		clear(data)
-		return nil, fmt.Errorf("pkcs11: PIN file %s is empty", path)
-	}
-	return pin, nil // clearing it clears data up to the newline
 }
 
 // findSlot returns the one slot whose initialised token matches the URI's
