@@ -413,8 +413,9 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"
 	}
-	sh.store(key, b.newEntry(tok, now), now, b)
-	return flightResult{tok: tok}, nil
+	e := b.newEntry(tok, now)
+	sh.store(key, e, now, b)
+	return flightResult{tok: e.tok}, nil
 }
 
 // newEntry wraps a token fetched at now, with its refresh point: when
@@ -422,6 +423,7 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 // beyond a caller's min_ttl, plus up to a quarter of that again, drawn per
 // entry, so that tokens fetched together are not refreshed together.
 func (b *Broker) newEntry(tok Token, now time.Time) *entry {
+	tok.fp = Fingerprint(tok.AccessToken)
 	e := &entry{tok: tok, refreshLeft: -1}
 	if usable := tok.Expiry.Add(-b.skew).Sub(now); b.refreshFraction > 0 && usable > 0 {
 		window := time.Duration(float64(usable) * b.refreshFraction)

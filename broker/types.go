@@ -41,11 +41,22 @@ type Token struct {
 	AccessToken string
 	TokenType   string
 	Expiry      time.Time
+	fp          string // the fingerprint, computed once when the broker caches the token
+}
+
+// Fingerprint is the token's [Fingerprint]. A token the broker returns has
+// it computed already, once per exchange: calls that log or audit it do not
+// hash the token again.
+func (t Token) Fingerprint() string {
+	if t.fp != "" {
+		return t.fp
+	}
+	return Fingerprint(t.AccessToken)
 }
 
 // String describes the token by its fingerprint and expiry, never its value.
 func (t Token) String() string {
-	return fmt.Sprintf("token(fp=%s, expires=%s)", Fingerprint(t.AccessToken), t.Expiry.UTC().Format(time.RFC3339))
+	return fmt.Sprintf("token(fp=%s, expires=%s)", t.Fingerprint(), t.Expiry.UTC().Format(time.RFC3339))
 }
 
 // GoString is String, so %#v cannot print the token either.
@@ -53,7 +64,7 @@ func (t Token) GoString() string { return t.String() }
 
 // LogValue renders the token for slog by its fingerprint and expiry.
 func (t Token) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("fp", Fingerprint(t.AccessToken)), slog.Time("expires", t.Expiry))
+	return slog.GroupValue(slog.String("fp", t.Fingerprint()), slog.Time("expires", t.Expiry))
 }
 
 // Fingerprint is the first 12 hex digits of the SHA-256 of a secret: enough to

@@ -124,7 +124,7 @@ func (s *service) token(ctx context.Context, req *tokenbrokerv1.GetAccessTokenRe
 		return broker.Token{}, 0, err
 	}
 	c := callFrom(ctx)
-	c.cache, c.tokenFP = st.String(), broker.Fingerprint(tok.AccessToken)
+	c.cache, c.tokenFP = st.String(), tok.Fingerprint()
 	return tok, st, nil
 }
 
