@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 )
 
 // PerRPCCredentials puts the token of a [TokenSource] on outgoing gRPC calls
@@ -40,6 +41,11 @@ func (c PerRPCCredentials) GetRequestMetadata(ctx context.Context, _ ...string) 
 	}
 	tok, err := c.Source.TokenContext(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The call's own end: CANCELED or DEADLINE_EXCEEDED, not the
+			// UNAUTHENTICATED gRPC makes of other credential errors.
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		return nil, err
 	}
 	return map[string]string{"authorization": tok.Type() + " " + tok.AccessToken}, nil

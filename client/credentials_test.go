@@ -141,8 +141,11 @@ func TestPerRPCCredentialsCallContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	// Cancelled once the call is under way and the credentials are waiting
+	// for the first token (a call cancelled before it starts never reaches
+	// them): credentials that ignored the call's context would hang here.
 	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
+	time.AfterFunc(50*time.Millisecond, cancel)
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Canceled {
 		t.Errorf("call error = %v, want CANCELED", err)
 	}
