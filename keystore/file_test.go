@@ -224,8 +224,8 @@ func TestReadSecretLine(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name, content, want string
-		mode               os.FileMode
-		err                string
+		mode                os.FileMode
+		err                 string
 	}{
 		{"bare", "s3cret", "s3cret", 0o600, ""},
 		{"newline", "s3cret\n", "s3cret", 0o600, ""},
