@@ -59,6 +59,8 @@ type Config struct {
 	MaxEntries int
 	// Metrics receives events; nil discards them.
 	Metrics Metrics
+	// Shared is the cache tier shared with other replicas; nil for none.
+	Shared Shared
 }
 
 // maxShards is a power of two. Shards bound the cost of a copy-on-write
@@ -83,6 +85,7 @@ type Broker struct {
 	refreshFraction float64
 	negativeTTL     time.Duration
 	metrics         Metrics
+	shared          Shared
 
 	seed     maphash.Seed
 	shards   []shard
@@ -106,6 +109,8 @@ type Broker struct {
 type entry struct {
 	tok Token
 	err error // a refusal, for the negative cache
+	// sharedID is the entry's ID in the shared tier ("" without one).
+	sharedID string
 	// refreshLeft is the refresh point, as the life a token has left beyond
 	// the skew margin and the caller's min_ttl: a hit that finds no more than
 	// this left starts a refresh. Measured past each caller's own min_ttl,
@@ -182,6 +187,7 @@ func New(cfg Config) *Broker {
 		refreshFraction: cfg.RefreshFraction,
 		negativeTTL:     cfg.NegativeTTL,
 		metrics:         cfg.Metrics,
+		shared:          cfg.Shared,
 		seed:            maphash.MakeSeed(),
 		shards:          make([]shard, n),
 		mask:            uint64(n - 1),
@@ -190,6 +196,10 @@ func New(cfg Config) *Broker {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	for i := range b.shards {
 		b.shards[i].m.Store(&map[string]*entry{})
+	}
+	if b.shared != nil {
+		b.work.Add(1)
+		go b.invalidations(b.shared.Invalidations(b.ctx))
 	}
 	return b
 }
@@ -294,7 +304,7 @@ func (b *Broker) refreshAhead(sh *shard, e *entry, key []byte, req *Request, gro
 func (b *Broker) refresh(sh *shard, e *entry, key string, req Request) {
 	defer b.work.Done()
 	ch := b.flights.DoChan(key, func() (any, error) {
-		return b.exchange(b.ctx, sh, key, req, Options{}, true)
+		return b.exchange(b.ctx, sh, key, req, Options{}, true, e.tok.Expiry)
 	})
 	var err error
 	select {
@@ -337,7 +347,7 @@ func (b *Broker) miss(ctx context.Context, sh *shard, key string, req Request, o
 	var started bool // written by the flight goroutine, read after its result arrives
 	ch := b.flights.DoChan(key, func() (any, error) {
 		started = true
-		return b.exchange(ctx, sh, key, req, opt, force)
+		return b.exchange(ctx, sh, key, req, opt, force, time.Time{})
 	})
 	select {
 	case <-ctx.Done():
@@ -352,6 +362,8 @@ func (b *Broker) miss(ctx context.Context, sh *shard, key string, req Request, o
 			status = StatusMiss
 			if fr.cached {
 				status = StatusHit
+			} else if fr.via != 0 {
+				status = fr.via
 			}
 		}
 		if !b.fresh(fr.tok, opt.MinTTL) {
@@ -369,13 +381,17 @@ func (b *Broker) miss(ctx context.Context, sh *shard, key string, req Request, o
 
 type flightResult struct {
 	tok    Token
-	cached bool // another flight stored it between our miss and our start
+	cached bool   // another flight stored it between our miss and our start
+	via    Status // how another replica's token was had; 0 for this replica's exchange
 }
 
 // exchange runs in the flight's own goroutine, on a context that keeps the
 // values of the caller that started it but not its deadline: it ends at the
-// exchange timeout or when the broker closes.
-func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Request, opt Options, force bool) (res flightResult, err error) {
+// exchange timeout or when the broker closes. With a shared tier it first
+// looks there for a token that another replica obtained, expiring after
+// stale (the token a refresh replaces), and exchanges only under the key's
+// lease, storing what it gets for the others.
+func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Request, opt Options, force bool, stale time.Time) (res flightResult, err error) {
 	if !b.begin() {
 		return flightResult{}, ErrClosed
 	}
@@ -389,6 +405,32 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), b.exchangeTimeout)
 	defer cancel()
 	defer context.AfterFunc(b.ctx, cancel)()
+	var kb []byte
+	if b.shared != nil {
+		kb = []byte(key)
+		if opt.RejectedToken != "" {
+			_ = b.shared.Evict(ctx, req.Tenant, kb, opt.RejectedToken) // on failure the others keep it until it expires
+		}
+		st, via, release, err := b.fromShared(ctx, kb, req.Tenant, func(t Token) bool {
+			return t.AccessToken != "" && t.AccessToken != opt.RejectedToken && t.Expiry.After(stale) && b.fresh(t, opt.MinTTL)
+		})
+		if err != nil {
+			if b.ctx.Err() != nil {
+				return flightResult{}, ErrClosed
+			}
+			return flightResult{}, &ExchangeError{Reason: ReasonTimeout, Upstream: req.Tenant,
+				Err: fmt.Errorf("waiting for another replica's exchange: %w", err)}
+		}
+		if via != 0 {
+			now := b.clock.Now()
+			e := b.newEntry(st.Token, st.Obtained, now, req.Tenant, kb)
+			sh.store(key, e, now, b)
+			return flightResult{tok: e.tok, via: via}, nil
+		}
+		if release != nil {
+			defer release() // after storing: a waiter that sees the lease gone looks once more
+		}
+	}
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -413,19 +455,30 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"
 	}
-	e := b.newEntry(tok, now)
+	e := b.newEntry(tok, now, now, req.Tenant, kb)
 	sh.store(key, e, now, b)
+	if b.shared != nil {
+		b.putShared(ctx, kb, req.Tenant, SharedToken{Token: e.tok, Obtained: now})
+	}
 	return flightResult{tok: e.tok}, nil
 }
 
-// newEntry wraps a token fetched at now, with its refresh point: when
-// RefreshFraction of its usable life (to its expiry less the skew) is left
-// beyond a caller's min_ttl, plus up to a quarter of that again, drawn per
-// entry, so that tokens fetched together are not refreshed together.
-func (b *Broker) newEntry(tok Token, now time.Time) *entry {
+// newEntry wraps a token obtained (by this replica or another) at obtained,
+// found at now, with its refresh point: when RefreshFraction of its usable
+// life (from obtained to its expiry less the skew) is left beyond a caller's
+// min_ttl, plus up to a quarter of that again, drawn per entry, so that
+// tokens fetched together are not refreshed together. key is the cache key,
+// for the entry's shared ID.
+func (b *Broker) newEntry(tok Token, obtained, now time.Time, tenant string, key []byte) *entry {
 	tok.fp = Fingerprint(tok.AccessToken)
 	e := &entry{tok: tok, refreshLeft: -1}
-	if usable := tok.Expiry.Add(-b.skew).Sub(now); b.refreshFraction > 0 && usable > 0 {
+	if b.shared != nil {
+		e.sharedID = b.shared.ID(tenant, key)
+	}
+	if obtained.After(now) {
+		obtained = now // another replica's clock runs ahead
+	}
+	if usable := tok.Expiry.Add(-b.skew).Sub(obtained); b.refreshFraction > 0 && usable > 0 {
 		window := time.Duration(float64(usable) * b.refreshFraction)
 		e.refreshLeft = window + rand.N(window/4+1)
 	}

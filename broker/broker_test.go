@@ -52,7 +52,7 @@ func (u *upstream) Exchange(ctx context.Context, req broker.Request) (broker.Tok
 	u.seen = append(u.seen, req)
 	u.mu.Unlock()
 	u.mu.Lock()
-	gate, err := u.gate, u.err
+	gate := u.gate
 	u.mu.Unlock()
 	if gate != nil {
 		select {
@@ -61,6 +61,9 @@ func (u *upstream) Exchange(ctx context.Context, req broker.Request) (broker.Tok
 			return broker.Token{}, ctx.Err()
 		}
 	}
+	u.mu.Lock()
+	err := u.err // as set when the exchange passes the gate
+	u.mu.Unlock()
 	if err != nil {
 		return broker.Token{}, err
 	}

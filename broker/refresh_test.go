@@ -48,8 +48,9 @@ func TestRefreshAheadNoCallerWaits(t *testing.T) {
 				}
 				if m.get(&m.refreshes) != before {
 					// A refresh started: it runs in the background, and
-					// completes long before the token it replaces expires.
-					waitFor(t, func() bool { return int(up.calls.Load()) == m.get(&m.refreshes)+1 })
+					// completes (its token stored, then its exchange
+					// counted) long before the token it replaces expires.
+					waitFor(t, func() bool { return m.get(&m.exchanges) == m.get(&m.refreshes)+1 })
 				}
 				clock.Advance(time.Second)
 			}

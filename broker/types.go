@@ -84,7 +84,8 @@ type Status uint8
 const (
 	StatusHit    Status = iota + 1 // served from cache
 	StatusMiss                     // this call started the exchange
-	StatusShared                   // this call joined an exchange in flight
+	StatusShared                   // this call joined an exchange in flight, this replica's or another's
+	StatusRemote                   // served from the cache shared with other replicas
 )
 
 // String is the lowercase name used in logs and metric labels.
@@ -96,6 +97,8 @@ func (s Status) String() string {
 		return "miss"
 	case StatusShared:
 		return "shared"
+	case StatusRemote:
+		return "remote"
 	}
 	return "unknown"
 }

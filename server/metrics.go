@@ -14,29 +14,30 @@ import (
 // Metrics is the broker's metrics hook, backed by Prometheus collectors. It
 // implements [broker.Metrics].
 type Metrics struct {
-	hit, miss, shared prometheus.Counter
-	exchanges         *prometheus.CounterVec
-	exchangeErrors    *prometheus.CounterVec
-	exchangeSeconds   *prometheus.HistogramVec
-	limited           *prometheus.CounterVec
-	wouldDenies       *prometheus.CounterVec
-	refreshes         *prometheus.CounterVec
-	refreshFailures   *prometheus.CounterVec
-	staleServes       prometheus.Counter
-	negativeHits      prometheus.Counter
-	evictions         prometheus.Counter
+	hit, miss, shared, remote prometheus.Counter
+	exchanges                 *prometheus.CounterVec
+	exchangeErrors            *prometheus.CounterVec
+	exchangeSeconds           *prometheus.HistogramVec
+	limited                   *prometheus.CounterVec
+	wouldDenies               *prometheus.CounterVec
+	refreshes                 *prometheus.CounterVec
+	refreshFailures           *prometheus.CounterVec
+	staleServes               prometheus.Counter
+	negativeHits              prometheus.Counter
+	evictions                 prometheus.Counter
 }
 
 // NewMetrics registers the broker's collectors on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenbroker_cache_lookups_total",
-		Help: "Token requests served, by how: hit (from cache), miss (caused an exchange), shared (waited on an exchange in flight).",
+		Help: "Token requests served, by how: hit (from cache), miss (caused an exchange), shared (waited on an exchange in flight, this replica's or another's), remote (from the cache the replicas share).",
 	}, []string{"result"})
 	m := &Metrics{
 		hit:    lookups.WithLabelValues("hit"),
 		miss:   lookups.WithLabelValues("miss"),
 		shared: lookups.WithLabelValues("shared"),
+		remote: lookups.WithLabelValues("remote"),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_exchanges_total",
 			Help: "Upstream token exchanges attempted, by tenant (not those an open circuit breaker refused at once).",
@@ -97,6 +98,8 @@ func (m *Metrics) Lookup(st broker.Status) {
 		m.miss.Inc()
 	case broker.StatusShared:
 		m.shared.Inc()
+	case broker.StatusRemote:
+		m.remote.Inc()
 	}
 }
 

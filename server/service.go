@@ -38,6 +38,7 @@ var cacheStatus = map[broker.Status]tokenbrokerv1.CacheStatus{
 	broker.StatusHit:    tokenbrokerv1.CacheStatus_CACHE_STATUS_HIT,
 	broker.StatusMiss:   tokenbrokerv1.CacheStatus_CACHE_STATUS_MISS,
 	broker.StatusShared: tokenbrokerv1.CacheStatus_CACHE_STATUS_SHARED,
+	broker.StatusRemote: tokenbrokerv1.CacheStatus_CACHE_STATUS_HIT, // the replicas' shared cache is the broker's cache
 }
 
 // GetAccessToken validates, authorizes, then asks the broker.
