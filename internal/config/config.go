@@ -95,6 +95,66 @@ type Cache struct {
 	// NegativeTTL is how long an upstream's refusal is remembered for its
 	// key: 0 (not at all) to 1m, 5s by default.
 	NegativeTTL time.Duration
+	// Shared is the cache tier the broker's replicas share through Redis;
+	// nil when absent: each replica caches on its own.
+	Shared *SharedCache
+}
+
+// SharedCache lets replicas share cached tokens through Redis, sealed with
+// an encryption key so that Redis holds no token in the clear. Its file
+// paths are resolved like [Key.File] but, unlike the key and TLS files,
+// not checked: reading them, and checking their permissions, is the
+// caller's work.
+type SharedCache struct {
+	// Redis is where the shared tokens are kept.
+	Redis Redis
+	// EncryptionKeyFile is the path of the file holding the key that seals
+	// the tokens: 32 bytes in base64 (openssl rand -base64 32).
+	EncryptionKeyFile string
+	// PreviousEncryptionKeyFiles are the paths of keys being rotated out:
+	// values sealed under them still open, but nothing new is sealed with
+	// them. At most 4, each different from EncryptionKeyFile and from the
+	// others; nil when absent or empty.
+	PreviousEncryptionKeyFiles []string
+}
+
+// DefaultRedisTimeout is [Redis.Timeout] when the config sets none.
+const DefaultRedisTimeout = 50 * time.Millisecond
+
+// Redis says how to reach the Redis server of the shared cache.
+type Redis struct {
+	// Addr is the server's host:port, with a host and a port from 1 to
+	// 65535.
+	Addr string
+	// Username is the ACL user; "" when absent, for Redis's default user.
+	Username string
+	// PasswordFile is the path of the file holding the password, resolved
+	// like [Key.File]; "" when absent: no password. The password itself is
+	// never in the config.
+	PasswordFile string
+	// DB is the logical database: 0-65535, 0 by default.
+	DB int
+	// Timeout bounds each round trip to Redis: 1ms-5s,
+	// [DefaultRedisTimeout] by default.
+	Timeout time.Duration
+	// TLS talks to Redis over TLS; nil talks plain TCP.
+	TLS *RedisTLS
+}
+
+// RedisTLS is the client side of TLS to Redis. Each path is resolved like
+// [Key.File]; "" means the field was absent.
+type RedisTLS struct {
+	// CAFile holds the PEM certificates of the CAs that issue the Redis
+	// server's certificate; "" for the system roots.
+	CAFile string
+	// CertFile holds the PEM client certificate chain the broker presents;
+	// set together with KeyFile, or neither is.
+	CertFile string
+	// KeyFile holds the client certificate's private key.
+	KeyFile string
+	// ServerName is the name the server's certificate must carry; "" for
+	// the host of [Redis.Addr].
+	ServerName string
 }
 
 // Tenant is one upstream identity: where to exchange, what to claim and
@@ -358,9 +418,11 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse parses and validates a YAML config. Relative file paths (key_file,
-// the tls files, audit.file) are resolved against baseDir (the current
-// directory when it is empty); every key and TLS file must exist and be a
-// regular file, and the audit file's directory must exist.
+// the tls files, audit.file, the files of cache.shared) are resolved
+// against baseDir (the current directory when it is empty); every key file
+// and every file of the tls block must exist and be a regular file, and the
+// audit file's directory must exist. The files of cache.shared are only
+// resolved.
 //
 // On failure the error is an [*Error] listing every problem found.
 func Parse(data []byte, baseDir string) (*Config, error) {

@@ -692,3 +692,124 @@ func TestParseCache(t *testing.T) {
 		t.Errorf("Cache = %+v, want %+v", cfg.Cache, want)
 	}
 }
+
+// sharedBlock is a cache.shared section with every field set. [withShared]
+// adds it to base under cache: "shared:" on line 7, "redis:" on line 8, its
+// fields on lines 9-18, encryption_key_file on line 19 and
+// previous_encryption_key_files on line 20. None of its files exist: Parse
+// only resolves them.
+const sharedBlock = `  shared:
+    redis:
+      addr: redis:6379
+      username: tokenbroker
+      password_file: /run/secrets/redis-password
+      db: 3
+      timeout: 75ms
+      tls:
+        ca_file: redis-ca.crt
+        cert_file: tls/client.crt
+        key_file: tls/client.key
+        server_name: redis.internal
+    encryption_key_file: /run/secrets/cache-seal.key
+    previous_encryption_key_files: [/run/secrets/cache-seal-old.key, ./old/../older.key]
+`
+
+// withShared returns base with [sharedBlock], edited like [edit], under
+// cache.
+func withShared(t testing.TB, oldNew ...string) string {
+	t.Helper()
+	return edit(t, "  skew: 10s\n", "  skew: 10s\n"+replace(t, sharedBlock, oldNew...))
+}
+
+// sharedLine returns base with a one-line cache.shared section, on line 7.
+func sharedLine(t testing.TB, shared string) string {
+	t.Helper()
+	return edit(t, "  skew: 10s\n", "  skew: 10s\n  shared: "+shared+"\n")
+}
+
+// The shared cache: its fields, its defaults, and its absence. Its files
+// are resolved against the base directory but need not exist.
+func TestParseSharedCache(t *testing.T) {
+	dir := keyDir(t)
+	tests := []struct {
+		name string
+		doc  string
+		want *config.SharedCache
+	}{
+		{"every field", withShared(t), &config.SharedCache{
+			Redis: config.Redis{
+				Addr: "redis:6379", Username: "tokenbroker", PasswordFile: "/run/secrets/redis-password", DB: 3, Timeout: 75 * time.Millisecond,
+				TLS: &config.RedisTLS{
+					CAFile:     filepath.Join(dir, "redis-ca.crt"),
+					CertFile:   filepath.Join(dir, "tls", "client.crt"),
+					KeyFile:    filepath.Join(dir, "tls", "client.key"),
+					ServerName: "redis.internal",
+				},
+			},
+			EncryptionKeyFile:          "/run/secrets/cache-seal.key",
+			PreviousEncryptionKeyFiles: []string{"/run/secrets/cache-seal-old.key", filepath.Join(dir, "older.key")},
+		}},
+		{"minimal", sharedLine(t, `{redis: {addr: "127.0.0.1:6379"}, encryption_key_file: k}`), &config.SharedCache{
+			Redis:             config.Redis{Addr: "127.0.0.1:6379", Timeout: config.DefaultRedisTimeout},
+			EncryptionKeyFile: filepath.Join(dir, "k"),
+		}},
+		{"every optional field null", sharedLine(t, `{redis: {addr: "[::1]:6379", username: ~, password_file: ~, db: ~, timeout: ~, tls: ~}, encryption_key_file: k, previous_encryption_key_files: ~}`), &config.SharedCache{
+			Redis:             config.Redis{Addr: "[::1]:6379", Timeout: 50 * time.Millisecond},
+			EncryptionKeyFile: filepath.Join(dir, "k"),
+		}},
+		{"tls with defaults only", sharedLine(t, `{redis: {addr: "redis:6379", tls: {}}, encryption_key_file: k, previous_encryption_key_files: []}`), &config.SharedCache{
+			Redis:             config.Redis{Addr: "redis:6379", Timeout: config.DefaultRedisTimeout, TLS: &config.RedisTLS{}},
+			EncryptionKeyFile: filepath.Join(dir, "k"),
+		}},
+		{"tls with a CA only", sharedLine(t, `{redis: {addr: "redis:6379", tls: {ca_file: ca.crt}}, encryption_key_file: k}`), &config.SharedCache{
+			Redis:             config.Redis{Addr: "redis:6379", Timeout: config.DefaultRedisTimeout, TLS: &config.RedisTLS{CAFile: filepath.Join(dir, "ca.crt")}},
+			EncryptionKeyFile: filepath.Join(dir, "k"),
+		}},
+		{"absent", base, nil},
+		{"null", sharedLine(t, "~"), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(tc.doc), dir)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got := cfg.Cache.Shared; !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Cache.Shared = %+v\nwant %+v", got, tc.want)
+			}
+			// The rest of the cache keeps its own values.
+			if got, want := cfg.Cache.Skew, 10*time.Second; got != want {
+				t.Errorf("Cache.Skew = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// Load resolves the shared cache's files against the config file's
+// directory, made absolute, like the key files.
+func TestLoadResolvesSharedFiles(t *testing.T) {
+	dir := keyDir(t)
+	doc := sharedLine(t, `{redis: {addr: "redis:6379", password_file: secrets/redis.pass, tls: {ca_file: redis-ca.crt}}, encryption_key_file: seal.key, previous_encryption_key_files: [old/seal.key]}`)
+	if err := os.WriteFile(filepath.Join(dir, "broker.yaml"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	cfg, err := config.Load("broker.yaml")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	s := cfg.Cache.Shared
+	if s == nil {
+		t.Fatal("Cache.Shared is nil")
+	}
+	for _, c := range []struct{ name, got, want string }{
+		{"PasswordFile", s.Redis.PasswordFile, filepath.Join(dir, "secrets", "redis.pass")},
+		{"TLS.CAFile", s.Redis.TLS.CAFile, filepath.Join(dir, "redis-ca.crt")},
+		{"EncryptionKeyFile", s.EncryptionKeyFile, filepath.Join(dir, "seal.key")},
+		{"PreviousEncryptionKeyFiles[0]", s.PreviousEncryptionKeyFiles[0], filepath.Join(dir, "old", "seal.key")},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+}

@@ -54,10 +54,33 @@ type rawRateLimit struct {
 }
 
 type rawCache struct {
-	Skew            *string  `yaml:"skew"`
-	RefreshFraction *float64 `yaml:"refresh_fraction"`
-	MaxEntries      *int     `yaml:"max_entries"`
-	NegativeTTL     *string  `yaml:"negative_ttl"`
+	Skew            *string    `yaml:"skew"`
+	RefreshFraction *float64   `yaml:"refresh_fraction"`
+	MaxEntries      *int       `yaml:"max_entries"`
+	NegativeTTL     *string    `yaml:"negative_ttl"`
+	Shared          *rawShared `yaml:"shared"`
+}
+
+type rawShared struct {
+	Redis                      *rawRedis `yaml:"redis"`
+	EncryptionKeyFile          string    `yaml:"encryption_key_file"`
+	PreviousEncryptionKeyFiles []string  `yaml:"previous_encryption_key_files"`
+}
+
+type rawRedis struct {
+	Addr         string       `yaml:"addr"`
+	Username     *string      `yaml:"username"`
+	PasswordFile *string      `yaml:"password_file"`
+	DB           *int         `yaml:"db"`
+	Timeout      *string      `yaml:"timeout"`
+	TLS          *rawRedisTLS `yaml:"tls"`
+}
+
+type rawRedisTLS struct {
+	CAFile     *string `yaml:"ca_file"`
+	CertFile   *string `yaml:"cert_file"`
+	KeyFile    *string `yaml:"key_file"`
+	ServerName *string `yaml:"server_name"`
 }
 
 type rawTenant struct {

@@ -9,8 +9,10 @@
 //	callers[1].allow[0].tenant: unknown tenant "tn-other" (line 31)
 //
 // Unknown fields are refused. The package knows no keys and no network: it
-// checks that each tenant's key file and each TLS file exists and is a
-// regular file, but reading and parsing them is the keystore's and the
-// server's work, and it never dials an upstream. No secret value ever
-// appears in a message.
+// checks that each tenant's key file and each file of the server's TLS
+// exists and is a regular file, but reading and parsing them is the
+// keystore's and the server's work, and it never dials an upstream or Redis.
+// The files of the shared cache (cache.shared: the Redis password and TLS
+// files, the encryption keys) are only resolved; whoever connects to Redis
+// reads and checks them. No secret value ever appears in a message.
 package config

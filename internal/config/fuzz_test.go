@@ -2,7 +2,9 @@ package config_test
 
 import (
 	"errors"
+	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +81,9 @@ func FuzzParse(f *testing.F) {
 		if tl := cfg.TLS; tl != nil && (tl.CertFile == "" || tl.KeyFile == "") {
 			t.Fatalf("accepted an unusable tls block: %+v", tl)
 		}
+		if s := cfg.Cache.Shared; s != nil && !sharedOK(s) {
+			t.Fatalf("accepted an unusable shared cache: %+v (redis %+v)", s, s.Redis)
+		}
 		identities := map[string]bool{}
 		for _, c := range cfg.Callers {
 			if c.Name == "" || len(c.Allow) == 0 || !c.HasAPIKey && c.TLSIdentity == "" ||
@@ -107,4 +112,32 @@ func FuzzParse(f *testing.F) {
 
 func rateLimitOK(rl *config.RateLimit) bool {
 	return rl == nil || rl.Rate > 0 && rl.Rate <= 1e6 && rl.Burst >= 1 && rl.Burst <= 1e6
+}
+
+// sharedOK reports whether an accepted cache.shared block is usable: a
+// Redis address with a host and a port, values in range, a client
+// certificate with its key, and distinct encryption keys.
+func sharedOK(s *config.SharedCache) bool {
+	r := s.Redis
+	host, port, err := net.SplitHostPort(r.Addr)
+	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || host == "" || n == 0 {
+		return false
+	}
+	if r.DB < 0 || r.DB > 65535 || r.Timeout < time.Millisecond || r.Timeout > 5*time.Second {
+		return false
+	}
+	if r.TLS != nil && (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
+		return false
+	}
+	if s.EncryptionKeyFile == "" || len(s.PreviousEncryptionKeyFiles) > 4 {
+		return false
+	}
+	files := map[string]bool{s.EncryptionKeyFile: true}
+	for _, f := range s.PreviousEncryptionKeyFiles {
+		if f == "" || files[f] {
+			return false
+		}
+		files[f] = true
+	}
+	return true
 }

@@ -56,6 +56,10 @@ const (
 	maxClientAssertion     = 5 * time.Minute // private_key_jwt (RFC 7523 practice; providers refuse longer)
 	maxKeys                = 16              // per tenant, every state
 	maxPKCS11URI           = 4096            // bytes
+	minRedisTimeout        = time.Millisecond
+	maxRedisTimeout        = 5 * time.Second
+	maxRedisDB             = 65535
+	maxPreviousSealKeys    = 4
 )
 
 // kinds are the upstream kinds, in the order messages list them.
@@ -679,7 +683,7 @@ func (p *parser) audit(path string, r *rawAudit) *Audit {
 	return a
 }
 
-// rateLimit checks a rate_limit block: both fields are required.
+// cache checks the cache block; every field is optional.
 func (p *parser) cache(path string, r rawCache) Cache {
 	c := Cache{
 		Skew:            p.duration(path+".skew", r.Skew, defaultSkew, true, maxSkew),
@@ -700,9 +704,144 @@ func (p *parser) cache(path string, r rawCache) Cache {
 		}
 		c.MaxEntries = *n
 	}
+	c.Shared = p.shared(path+".shared", r.Shared)
 	return c
 }
 
+// shared checks the optional cache.shared block. Its files are resolved,
+// never opened: the caller reads them and checks their permissions. Its
+// problems do not repeat the file paths: a key or a password may be pasted
+// in their place by mistake.
+func (p *parser) shared(path string, r *rawShared) *SharedCache {
+	if r == nil {
+		return nil
+	}
+	s := &SharedCache{}
+	if r.Redis == nil {
+		p.fail(path+".redis", "required")
+	} else {
+		s.Redis = p.redis(path+".redis", r.Redis)
+	}
+	if r.EncryptionKeyFile == "" {
+		p.fail(path+".encryption_key_file", "required: a file holding 32 random bytes in base64 (openssl rand -base64 32)")
+	} else {
+		s.EncryptionKeyFile = p.resolve(r.EncryptionKeyFile)
+	}
+	prev := path + ".previous_encryption_key_files"
+	if n := len(r.PreviousEncryptionKeyFiles); n > maxPreviousSealKeys {
+		p.fail(prev, "at most %d files, got %d: remove the keys nothing is sealed under any more", maxPreviousSealKeys, n)
+		return s
+	}
+	seen := map[string]string{} // resolved file → path of its field
+	for i, f := range r.PreviousEncryptionKeyFiles {
+		fp := fmt.Sprintf("%s[%d]", prev, i)
+		if f == "" {
+			p.fail(fp, "must name a file")
+			continue
+		}
+		f = p.resolve(f)
+		s.PreviousEncryptionKeyFiles = append(s.PreviousEncryptionKeyFiles, f)
+		switch first, dup := seen[f]; {
+		case f == s.EncryptionKeyFile:
+			p.fail(fp, "same file as %s.encryption_key_file: list here only the keys being rotated out", path)
+		case dup:
+			p.fail(fp, "same file as %s: list each key once", first)
+		default:
+			seen[f] = fp
+		}
+	}
+	return s
+}
+
+// redis checks where the shared cache's Redis is and how to talk to it.
+func (p *parser) redis(path string, r *rawRedis) Redis {
+	rd := Redis{Addr: p.redisAddr(path+".addr", r.Addr)}
+	if r.Username != nil {
+		if *r.Username == "" {
+			p.fail(path+".username", "must not be empty; leave the field out for Redis's default user")
+		}
+		rd.Username = *r.Username
+	}
+	rd.PasswordFile = p.optionalFile(path+".password_file", r.PasswordFile, "; leave the field out for a Redis without a password")
+	if r.DB != nil {
+		if *r.DB < 0 || *r.DB > maxRedisDB {
+			p.fail(path+".db", "must be from 0 to %d, got %d", maxRedisDB, *r.DB)
+		}
+		rd.DB = *r.DB
+	}
+	rd.Timeout = p.durationFrom(path+".timeout", r.Timeout, DefaultRedisTimeout, minRedisTimeout, maxRedisTimeout)
+	if r.TLS != nil {
+		rd.TLS = p.redisTLS(path+".tls", r.TLS)
+	}
+	return rd
+}
+
+// redisTLS checks the optional tls block of the shared cache's Redis: every
+// field is optional, but a client certificate comes with its key.
+func (p *parser) redisTLS(path string, r *rawRedisTLS) *RedisTLS {
+	t := &RedisTLS{
+		CAFile:   p.optionalFile(path+".ca_file", r.CAFile, "; leave the field out to trust the system's roots"),
+		CertFile: p.optionalFile(path+".cert_file", r.CertFile, "; leave cert_file and key_file out to present no client certificate"),
+		KeyFile:  p.optionalFile(path+".key_file", r.KeyFile, "; leave cert_file and key_file out to present no client certificate"),
+	}
+	switch {
+	case r.CertFile != nil && r.KeyFile == nil:
+		p.fail(path+".cert_file", "needs key_file: a client certificate is presented with its private key")
+	case r.KeyFile != nil && r.CertFile == nil:
+		p.fail(path+".key_file", "needs cert_file: the certificate the private key belongs to")
+	}
+	if r.ServerName != nil {
+		if *r.ServerName == "" {
+			p.fail(path+".server_name", "must not be empty; leave the field out to check the host of addr")
+		}
+		t.ServerName = *r.ServerName
+	}
+	return t
+}
+
+// optionalFile resolves an optional file that is not looked at here; an
+// empty one is refused with hint, which says what leaving it out does.
+func (p *parser) optionalFile(path string, s *string, hint string) string {
+	switch {
+	case s == nil:
+		return ""
+	case *s == "":
+		p.fail(path, "must name a file%s", hint)
+		return ""
+	}
+	return p.resolve(*s)
+}
+
+// redisAddr checks the address of a Redis server: host:port with a host and
+// a port from 1 to 65535. A value with a scheme or a user is not repeated:
+// it may hold the password.
+func (p *parser) redisAddr(path, s string) string {
+	if s == "" {
+		p.fail(path, "required: host:port, such as redis:6379")
+		return ""
+	}
+	if strings.Contains(s, "://") || strings.Contains(s, "@") {
+		p.fail(path, "must be host:port, such as redis:6379, not a URL (the value is not shown: it may hold the password); "+
+			"the user goes in username and the password in password_file")
+		return ""
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		p.fail(path, "must be host:port, such as redis:6379, got %s", quote(s))
+		return ""
+	}
+	if host == "" {
+		p.fail(path, "must name a host, such as redis:6379, got %s", quote(s))
+		return ""
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		p.fail(path, "port must be a number from 1 to 65535, got %s", quote(port))
+		return ""
+	}
+	return s
+}
+
+// rateLimit checks a rate_limit block: both fields are required.
 func (p *parser) rateLimit(path string, r *rawRateLimit) *RateLimit {
 	if r == nil {
 		return nil
@@ -925,26 +1064,47 @@ func (p *parser) duration(path string, s *string, def time.Duration, zeroOK bool
 	if s == nil {
 		return def
 	}
-	d, err := time.ParseDuration(*s)
-	if err != nil {
-		// time's errors repeat the value: keep only what they add.
-		detail := strings.TrimPrefix(err.Error(), "time: ")
-		detail = strings.TrimSuffix(detail, " in duration "+strconv.Quote(*s))
-		if detail == "invalid duration "+strconv.Quote(*s) || len(detail) > 100 {
-			detail = ""
-		} else {
-			detail = ": " + detail
-		}
-		p.fail(path, "invalid duration %s%s, want a Go duration such as \"10s\" or \"1h30m\"", quote(*s), detail)
-		return 0
-	}
+	d, ok := p.parseDuration(path, *s)
 	switch {
+	case !ok:
 	case zeroOK && (d < 0 || d > max):
 		p.fail(path, "must be from 0s to %s, got %s", short(max), quote(*s))
 	case !zeroOK && (d <= 0 || d > max):
 		p.fail(path, "must be more than 0s and at most %s, got %s", short(max), quote(*s))
 	}
 	return d
+}
+
+// durationFrom is [parser.duration] for a range with a lower bound: absent
+// gives def; it must be from min to max.
+func (p *parser) durationFrom(path string, s *string, def, min, max time.Duration) time.Duration {
+	if s == nil {
+		return def
+	}
+	d, ok := p.parseDuration(path, *s)
+	if ok && (d < min || d > max) {
+		p.fail(path, "must be from %s to %s, got %s", short(min), short(max), quote(*s))
+	}
+	return d
+}
+
+// parseDuration parses a Go duration, recording a problem (and returning 0
+// and false) when s is not one.
+func (p *parser) parseDuration(path, s string) (time.Duration, bool) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		// time's errors repeat the value: keep only what they add.
+		detail := strings.TrimPrefix(err.Error(), "time: ")
+		detail = strings.TrimSuffix(detail, " in duration "+strconv.Quote(s))
+		if detail == "invalid duration "+strconv.Quote(s) || len(detail) > 100 {
+			detail = ""
+		} else {
+			detail = ": " + detail
+		}
+		p.fail(path, "invalid duration %s%s, want a Go duration such as \"10s\" or \"1h30m\"", quote(s), detail)
+		return 0, false
+	}
+	return d, true
 }
 
 // short formats a round duration without its zero units: 5m, not 5m0s.
