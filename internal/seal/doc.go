@@ -16,7 +16,9 @@
 //	version (1 byte) | key id (8) | random nonce (12) | AES-256-GCM ciphertext and tag
 //
 // with the version, key id and cache key as additional authenticated data.
-// Its Redis key is [NamePrefix] and the base64url HMAC of the cache key.
+// Its name ([Sealer.Name]) is the unpadded base64url HMAC-SHA256 of the
+// cache key, 43 characters with no prefix: the store that keeps it
+// (internal/shared) namespaces its Redis keys itself.
 //
 // Rotation: configure the new key as current and the old as older
 // ([NewSealer]); values sealed under either open. Names change with the

@@ -51,7 +51,7 @@ func Example() {
 	fmt.Println("moved:", errors.Is(err, seal.ErrInvalid))
 	// Output:
 	// sealer: seal.Sealer{current: 50f814111884b5aa, older: []}
-	// store under: tb:v1:Zw5yaSlVxZf0cGDVu359I0Z0N4e_DWu-Yrea26qnuds
+	// store under: Zw5yaSlVxZf0cGDVu359I0Z0N4e_DWu-Yrea26qnuds
 	// open: ya29.a-token <nil>
 	// moved: true
 }
@@ -80,6 +80,6 @@ func ExampleSealer_Names() {
 		break
 	}
 	// Output:
-	// miss tb:v1:DZdKFcxRp7dkSQZ2UzNvVhNxZD-skoQoqiXKHrY3ulw
-	// hit tb:v1:E3zOe5PtBub0s5_eRvwoDZAAWXKId9ueo1ohMupRas4: ya29.a-token <nil>
+	// miss DZdKFcxRp7dkSQZ2UzNvVhNxZD-skoQoqiXKHrY3ulw
+	// hit E3zOe5PtBub0s5_eRvwoDZAAWXKId9ueo1ohMupRas4: ya29.a-token <nil>
 }

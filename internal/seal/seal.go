@@ -34,9 +34,6 @@ const MaxSize = 64 << 10
 // MaxPlaintextSize is the size of the largest plaintext [Sealer.Seal] takes.
 const MaxPlaintextSize = MaxSize - overhead
 
-// NamePrefix starts every name [Sealer.Name] returns.
-const NamePrefix = "tb:v1:"
-
 var (
 	// ErrInvalid is the error of [Sealer.Open] for a value that is not one
 	// this package sealed with a configured key and the same aad: tampered
@@ -162,11 +159,12 @@ func additionalData(header, aad []byte) []byte {
 	return append(append(ad, header...), aad...)
 }
 
-// Name returns the Redis key to store the value for cacheKey under:
-// [NamePrefix] followed by the unpadded base64url HMAC-SHA256 of cacheKey
-// under a subkey derived from the current key (43 characters). It is
-// deterministic for a given key, and shows nothing of cacheKey (tenants,
-// account ids, groups) but whether two names are for the same cache key.
+// Name returns the name to store the value for cacheKey under: the
+// unpadded base64url HMAC-SHA256 of cacheKey under a subkey derived from the
+// current key, 43 characters with no prefix (the store namespaces its Redis
+// keys itself). It is deterministic for a given key, and shows nothing of
+// cacheKey (tenants, account ids, groups) but whether two names are for the
+// same cache key.
 //
 // Names depend on the current key, so they all change when it rotates:
 // write under Name, and read with [Sealer.Names].
@@ -194,7 +192,7 @@ func (k *key) name(cacheKey []byte) string {
 	m := hmac.New(sha256.New, k.nameKey)
 	m.Write(cacheKey)
 	var sum [sha256.Size]byte
-	return NamePrefix + base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0]))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0]))
 }
 
 // String shows the Sealer's key ids, and nothing else:
