@@ -10,7 +10,7 @@ import (
 // The defaults of [Config]'s zero fields.
 const (
 	DefaultTimeout       = 50 * time.Millisecond
-	DefaultLeaseTTL      = 10 * time.Second
+	DefaultLeaseTTL      = 5 * time.Second
 	DefaultPrefix        = "tb:v1:"
 	DefaultProbeInterval = time.Second
 	DefaultPollInterval  = 100 * time.Millisecond
@@ -35,9 +35,12 @@ type Config struct {
 	// pooled connection). A Redis that does not answer within it counts as
 	// down. Default [DefaultTimeout].
 	Timeout time.Duration
-	// LeaseTTL is how long a lease lasts if its holder neither releases it
-	// nor dies: the longest another replica waits for a dead holder. It
-	// should exceed the longest exchange. Default [DefaultLeaseTTL].
+	// LeaseTTL is how long a lease lasts unless its holder releases it or
+	// renews it ([Lease.Extend]): it bounds how long the other replicas
+	// wait for a holder that died. A live holder renews its lease while it
+	// exchanges, so it need not exceed the longest exchange; it should
+	// exceed a few Redis round trips, so that a renewal arrives in time.
+	// Default [DefaultLeaseTTL].
 	LeaseTTL time.Duration
 	// Prefix namespaces every key and channel the Store uses, so several
 	// brokers (or versions of the format) can share one Redis database.

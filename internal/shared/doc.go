@@ -12,13 +12,16 @@
 //
 //   - [Store.Get] and [Store.Set]: the entry lives in Redis for the TTL the
 //     caller gives (the token's expiry minus the broker's skew margin).
-//   - [Store.TryLease], [Lease.Release] and [Store.Wait]: before exchanging,
-//     a replica takes a short lease on the name (SET NX with an expiry and a
-//     random token); the others wait for the value. A waiter is woken by the
-//     notification that Set publishes and also polls, so a lost notification
-//     costs at most a poll interval. If the holder dies its lease expires,
-//     the waiters see it gone with no value and one of them takes over.
-//     Release deletes the lease only if it still holds the holder's token.
+//   - [Store.TryLease], [Lease.Extend], [Lease.Release] and [Store.Wait]:
+//     before exchanging, a replica takes a short lease on the name (SET NX
+//     with an expiry and a random token); the others wait for the value. A
+//     waiter is woken by the notification that Set publishes and also polls,
+//     so a lost notification costs at most a poll interval. The holder
+//     renews its lease with Extend (every third of [Config].LeaseTTL, say)
+//     for as long as it exchanges, so an exchange may take longer than the
+//     lease TTL; if the holder dies, its lease expires within one TTL, the
+//     waiters see it gone with no value and one of them takes over. Extend
+//     and Release touch the lease only if it still holds the holder's token.
 //   - [Store.CompareAndDelete]: a token a downstream API rejected is removed
 //     from Redis only if the entry is still exactly it (one Lua script, which
 //     also publishes the invalidation), and the other replicas receive the
@@ -30,6 +33,7 @@
 //	l, won, err := s.TryLease(ctx, name)
 //	if won {                              // look again, exchange, store, release
 //		defer l.Release(ctx)
+//		// meanwhile, every s.LeaseTTL()/3: l.Extend(ctx), until ErrLeaseLost
 //		...
 //		s.Set(ctx, name, sealed, ttl)
 //	} else {

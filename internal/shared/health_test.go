@@ -154,3 +154,24 @@ func TestUnreachableAtStart(t *testing.T) {
 		t.Fatalf("episodes %v, want [true]", m.Episodes())
 	}
 }
+
+// A replica whose calls are all local hits makes no call to probe Redis
+// with: the subscription's reconnection ends the episode instead.
+func TestSubscriptionEndsTheEpisode(t *testing.T) {
+	r := redistest.Start(t)
+	m := &metrics{}
+	s := newStore(t, r.Addr(), func(c *Config) {
+		c.Metrics = m
+		c.ProbeInterval = 100 * time.Millisecond
+	})
+	subscribed(t, s)
+	r.Stop()
+	if _, _, err := s.Get(t.Context(), "a"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Get with Redis stopped: %v", err)
+	}
+	r.Restart()
+	waitFor(t, s.Healthy) // no call in between
+	if got := m.Episodes(); !slices.Equal(got, []bool{true, false}) {
+		t.Errorf("episodes %v, want [true false]", got)
+	}
+}

@@ -12,8 +12,9 @@ import (
 )
 
 // Lease is the right, for a while, to exchange the token of one name on
-// behalf of all replicas. It expires after [Config].LeaseTTL unless released
-// first. The zero Lease holds nothing.
+// behalf of all replicas. It expires [Config].LeaseTTL after it was taken or
+// last extended ([Lease.Extend]), unless released first. The zero Lease
+// holds nothing.
 type Lease struct {
 	s     *Store
 	key   string
@@ -68,6 +69,38 @@ func (l Lease) Release(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Extend renews the lease for a full [Config].LeaseTTL from now, if it is
+// still this holder's (a compare-and-expire of the token in one script). It
+// returns [ErrLeaseLost] if it was not: it had expired, perhaps to be taken
+// by another replica, which is left alone; the holder should then stop
+// renewing. A holder calls Extend at intervals well under the lease TTL
+// (a third, say) for as long as it exchanges, so that a slow exchange keeps
+// its lease while a holder that dies loses it within one TTL. Extending the
+// zero Lease does nothing.
+func (l Lease) Extend(ctx context.Context) error {
+	if l.s == nil {
+		return nil
+	}
+	var extended bool
+	err := l.s.do(ctx, "extend", func(ctx context.Context) error {
+		n, err := extendLease.Run(ctx, l.s.rdb, []string{l.key}, l.token, l.s.cfg.LeaseTTL.Milliseconds()).Int()
+		extended = n == 1
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !extended {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// LeaseTTL is the lease TTL the Store was configured with, after defaults:
+// how long a lease lasts unless released or extended. Holders that renew
+// their leases pace their [Lease.Extend] calls by it.
+func (s *Store) LeaseTTL() time.Duration { return s.cfg.LeaseTTL }
 
 // Wait waits for a value to appear under name while another replica holds
 // its lease. It returns the value when one appears; false (and no error)

@@ -228,3 +228,99 @@ func TestWaitEndsWithContextAndClose(t *testing.T) {
 		t.Fatalf("Wait after Close: %v, want ErrClosed", err)
 	}
 }
+
+func TestExtendKeepsTheLease(t *testing.T) {
+	r := redistest.Start(t)
+	const leaseTTL = 300 * time.Millisecond
+	a := newStore(t, r.Addr(), func(c *Config) { c.LeaseTTL = leaseTTL })
+	b := newStore(t, r.Addr(), nil)
+	c := direct(t, r.Addr())
+	ctx := t.Context()
+	if got := a.LeaseTTL(); got != leaseTTL {
+		t.Fatalf("LeaseTTL = %s, want %s", got, leaseTTL)
+	}
+	if got := b.LeaseTTL(); got != DefaultLeaseTTL {
+		t.Fatalf("LeaseTTL of a default Store = %s, want %s", got, DefaultLeaseTTL)
+	}
+	if err := (Lease{}).Extend(ctx); err != nil {
+		t.Fatalf("Extend of the zero Lease: %v", err)
+	}
+
+	l, won, err := a.TryLease(ctx, "n")
+	if err != nil || !won {
+		t.Fatalf("TryLease = %v, %v; want true, nil", won, err)
+	}
+	// Held for four TTLs, renewed every third of one: nobody else gets it.
+	deadline := time.Now().Add(4 * leaseTTL)
+	for time.Now().Before(deadline) {
+		time.Sleep(leaseTTL / 3)
+		if err := l.Extend(ctx); err != nil {
+			t.Fatalf("Extend: %v", err)
+		}
+		if _, won, err := b.TryLease(ctx, "n"); err != nil || won {
+			t.Fatalf("b.TryLease while a renews = %v, %v; want false, nil", won, err)
+		}
+	}
+	// Each Extend resets the expiry to the full TTL.
+	if err := l.Extend(ctx); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+	pttl, err := c.PTTL(ctx, DefaultPrefix+"l:n").Result()
+	if err != nil || pttl <= leaseTTL-100*time.Millisecond || pttl > leaseTTL {
+		t.Fatalf("lease PTTL after Extend = %s, %v; want just under %s", pttl, err, leaseTTL)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release after renewals: %v", err)
+	}
+	if _, won, err := b.TryLease(ctx, "n"); err != nil || !won {
+		t.Fatalf("b.TryLease after Release = %v, %v; want true, nil", won, err)
+	}
+}
+
+func TestExtendOnlyOwnLease(t *testing.T) {
+	r := redistest.Start(t)
+	const leaseTTL = 100 * time.Millisecond
+	a := newStore(t, r.Addr(), func(c *Config) { c.LeaseTTL = leaseTTL })
+	b := newStore(t, r.Addr(), nil)
+	c := direct(t, r.Addr())
+	ctx := t.Context()
+
+	la, won, err := a.TryLease(ctx, "n")
+	if err != nil || !won {
+		t.Fatalf("a.TryLease = %v, %v; want true, nil", won, err)
+	}
+	// a stops renewing; Redis expires its lease, and then it is gone even
+	// to a's Extend.
+	waitFor(t, func() bool { n, _ := c.Exists(ctx, DefaultPrefix+"l:n").Result(); return n == 0 })
+	if err := la.Extend(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("Extend of an expired lease: %v, want ErrLeaseLost", err)
+	}
+	if n, _ := c.Exists(ctx, DefaultPrefix+"l:n").Result(); n != 0 {
+		t.Fatal("Extend of an expired lease recreated it")
+	}
+	// b takes it (with the default, much longer, TTL); a's Extend leaves
+	// it alone: same token, same expiry.
+	lb, won, err := b.TryLease(ctx, "n")
+	if err != nil || !won {
+		t.Fatalf("b.TryLease after expiry = %v, %v; want true, nil", won, err)
+	}
+	before, err := c.Get(ctx, DefaultPrefix+"l:n").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := la.Extend(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("a's Extend of a lease b holds: %v, want ErrLeaseLost", err)
+	}
+	if after, _ := c.Get(ctx, DefaultPrefix+"l:n").Result(); after != before {
+		t.Fatal("a's Extend changed b's lease")
+	}
+	if pttl, _ := c.PTTL(ctx, DefaultPrefix+"l:n").Result(); pttl <= leaseTTL {
+		t.Fatalf("lease PTTL after a's Extend = %s: a reset b's lease to its own TTL", pttl)
+	}
+	if err := lb.Extend(ctx); err != nil {
+		t.Fatalf("b's Extend: %v", err)
+	}
+	if err := lb.Release(ctx); err != nil {
+		t.Fatalf("b's Release: %v", err)
+	}
+}

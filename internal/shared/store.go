@@ -22,9 +22,10 @@ var ErrUnavailable = errors.New("shared: redis unavailable")
 // ErrClosed is returned by the methods of a closed [Store].
 var ErrClosed = errors.New("shared: store closed")
 
-// ErrLeaseLost is returned by [Lease.Release] when the lease was no longer
-// the caller's: it had expired, and perhaps another replica had taken it.
-var ErrLeaseLost = errors.New("shared: lease lost before release")
+// ErrLeaseLost is returned by [Lease.Release] and [Lease.Extend] when the
+// lease was no longer the caller's: it had expired, and perhaps another
+// replica had taken it.
+var ErrLeaseLost = errors.New("shared: lease lost")
 
 // compareAndDelete deletes KEYS[1] if it holds exactly ARGV[1] and then
 // publishes ARGV[3] on channel ARGV[2]; it returns 1 if it deleted.
@@ -42,6 +43,16 @@ return 0
 var releaseLease = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
 	return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// extendLease resets the expiry of the lease KEYS[1] to ARGV[2]
+// milliseconds if it holds the token ARGV[1]; it returns 1 if it did.
+var extendLease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	return 1
 end
 return 0
 `)

@@ -139,6 +139,7 @@ func (s *Store) receive(ctx context.Context, ps *redis.PubSub) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Count == 2 {
 				s.subscribed.Store(true)
+				s.subscriptionUp()
 			}
 		case *redis.Message:
 			s.dispatch(m.Channel, m.Payload)
@@ -175,5 +176,17 @@ func (s *Store) dispatch(channel, payload string) {
 				s.cfg.Metrics.InvalidationDropped()
 			}
 		}
+	}
+}
+
+// subscriptionUp ends a down episode when the subscription has connected:
+// Redis answers again, and a replica whose calls are all local hits would
+// otherwise not find out until its next miss.
+func (s *Store) subscriptionUp() {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	if s.down.Load() && !s.probing {
+		s.down.Store(false)
+		s.cfg.Metrics.Episode(false, nil)
 	}
 }
