@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,6 +37,7 @@ type app struct {
 	broker *broker.Broker
 	server *server.Server
 	audit  *audit.Sink // nil without audit.file
+	shared io.Closer   // the shared cache's connection to Redis; nil without cache.shared
 
 	settle   time.Duration // how long file events must pause before a reload
 	mu       sync.Mutex    // one reload at a time
@@ -52,9 +54,13 @@ const keyCloseDelay = time.Minute
 // newApp builds a broker from a validated config and its keys, which it
 // owns from then on: it closes them, whether it fails or runs.
 func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a *app, err error) {
+	var sharedStore io.Closer
 	defer func() {
 		if err != nil {
 			keys.Close()
+			if sharedStore != nil {
+				sharedStore.Close()
+			}
 		}
 	}()
 	a = &app{log: log, path: path, cfg: cfg, client: upstream.NewHTTPClient(), settle: 100 * time.Millisecond,
@@ -81,7 +87,12 @@ func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a
 		Help: "Audit sink failures: failed writes and records that could not be queued.",
 	})
 	reg.MustRegister(a.reloads, auditErrors)
-	a.broker = broker.New(brokerConfig(cfg.Cache, &a.live, metrics))
+	bc := brokerConfig(cfg.Cache, &a.live, metrics)
+	if bc.Shared, sharedStore, err = openShared(cfg.Cache.Shared, a.live.scope, reg, log); err != nil {
+		return nil, err
+	}
+	a.shared = sharedStore
+	a.broker = broker.New(bc)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenbroker_cache_entries",
 		Help: "Entries in the token cache, remembered refusals included.",
@@ -154,7 +165,10 @@ func (a *app) run(ctx context.Context, grpcLis, httpLis net.Listener, hup <-chan
 	<-watched
 	<-sweepDone
 	a.broker.Close() // after the server: no call is waiting for a refresh any more
-	stopAudit()      // after the server: calls that finished during the drain are recorded
+	if a.shared != nil {
+		a.shared.Close() // after the broker: nothing is using it any more
+	}
+	stopAudit() // after the server: calls that finished during the drain are recorded
 	<-auditDone
 	a.closeKeys()
 	return err

@@ -61,6 +61,9 @@ func cmdCheckConfig(_ context.Context, args []string, e *env) int {
 		keys.Close()
 		_, _, err = loadTLS(cfg.TLS)
 	}
+	if err == nil && cfg.Cache.Shared != nil {
+		_, err = loadShared(cfg.Cache.Shared)
+	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, err)
 		return 1

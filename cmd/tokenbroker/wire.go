@@ -54,6 +54,11 @@ func (l *live) Exchange(ctx context.Context, req broker.Request) (broker.Token, 
 
 func (l *live) JWKS(tenant string) ([]byte, bool, error) { return l.cur.Load().jwks.JWKS(tenant) }
 
+// scope is a tenant's identity for the shared cache: replicas share its
+// tokens only while they agree on it, and a reload that changes it stops
+// this replica from reading the tokens obtained before.
+func (l *live) scope(tenant string) string { return l.cur.Load().tenantIDs[tenant] }
+
 // newExchanger builds tenant t's exchanger for its upstream kind, with its
 // active key or its client secret from keys.
 func newExchanger(t config.Tenant, keys *keyring, client *http.Client) (broker.Exchanger, error) {
