@@ -5,12 +5,10 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 )
 
@@ -20,47 +18,8 @@ type Auditor interface {
 	Record(ctx context.Context, r audit.Record) error
 }
 
-// call is what the layers of one call learn about it, for its audit record.
-// Only the call's own goroutine touches it.
-type call struct {
-	caller    string
-	reason    string // why the caller was refused, or what audit mode let through
-	wouldDeny bool
-	cache     string
-	tokenFP   string
-}
-
-type callKey struct{}
-
-// callFrom returns the call's record, or a throwaway one outside audited
-// calls, so the layers need not check.
-func callFrom(ctx context.Context) *call {
-	if c, ok := ctx.Value(callKey{}).(*call); ok {
-		return c
-	}
-	return &call{}
-}
-
 // auditTimeout bounds how long a call waits for room in a full audit queue.
 const auditTimeout = 2 * time.Second
-
-// auditUnary writes one audit record for every GetAccessToken call, however
-// it ended, and refuses the call if the auditor cannot take the record
-// (fail-closed mode).
-func (s *Server) auditUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	r, ok := req.(*tokenbrokerv1.GetAccessTokenRequest)
-	if !ok {
-		return handler(ctx, req)
-	}
-	c := &call{}
-	ctx = context.WithValue(ctx, callKey{}, c)
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	if aerr := record(ctx, s.cfg.Auditor, s.log, r, c, start, err); aerr != nil {
-		return nil, aerr
-	}
-	return resp, err
-}
 
 // auditTarget is what a record names of the token asked for.
 type auditTarget interface {

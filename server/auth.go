@@ -5,7 +5,6 @@ import (
 	"net"
 	"strings"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -15,12 +14,12 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
-type authKey struct{}
-
 // authenticated is who a call authenticated as, and with what: a stream
 // checks the credentials again before every send, since a reload may have
-// revoked them.
+// revoked them. It is kept in the call's record, which the outer layer
+// placed in the context: no context value of its own on the hot path.
 type authenticated struct {
+	ok    bool
 	id    policy.Identity
 	creds policy.Credentials
 }
@@ -55,12 +54,13 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 		if creds.BearerKey != "" {
 			// The fingerprint lets an operator match the refusal to a key
 			// they hold without the log revealing it.
-			logging.AddFields(ctx, logging.Fields{"key_fp", broker.Fingerprint(creds.BearerKey)})
+			callFrom(ctx).keyFP = broker.Fingerprint(creds.BearerKey)
 		}
 		return nil, s.refuse(ctx, err.Error())
 	}
-	callFrom(ctx).caller = id.Name() // the handler logs it with the call's other fields
-	ctx = context.WithValue(ctx, authKey{}, &authenticated{id: id, creds: creds})
+	c := callFrom(ctx)
+	c.caller = id.Name()
+	c.auth = authenticated{ok: true, id: id, creds: creds}
 	// The rate limit is checked here rather than in an interceptor of its
 	// own: one link less in the chain of every call.
 	if err := s.overLimit(ctx, id); err != nil {
@@ -71,26 +71,20 @@ func (s *Server) authenticate(ctx context.Context) (context.Context, error) {
 
 // credsFrom returns the credentials the call authenticated with.
 func credsFrom(ctx context.Context) (policy.Credentials, bool) {
-	a, ok := ctx.Value(authKey{}).(*authenticated)
-	if !ok {
-		return policy.Credentials{}, false
-	}
-	return a.creds, true
+	a := callFrom(ctx).auth
+	return a.creds, a.ok
 }
 
 // refuse records why a caller was refused and returns the fixed reply.
 func (s *Server) refuse(ctx context.Context, reason string) error {
-	logging.AddFields(ctx, logging.Fields{"auth_failure", reason})
-	callFrom(ctx).reason = "unauthenticated: " + reason
+	c := callFrom(ctx)
+	c.authFailure, c.reason = reason, "unauthenticated: "+reason
 	return errUnauthenticated
 }
 
 func callerFrom(ctx context.Context) (policy.Identity, bool) {
-	a, ok := ctx.Value(authKey{}).(*authenticated)
-	if !ok {
-		return policy.Identity{}, false
-	}
-	return a.id, true
+	a := callFrom(ctx).auth
+	return a.id, a.ok
 }
 
 // fromLoopback reports whether the call came over loopback, or over an

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,7 +24,7 @@ import (
 func (s *service) statusOf(ctx context.Context, err error) error {
 	code, msg := classify(err)
 	if detail := cause(err); detail != "" {
-		logging.AddFields(ctx, logging.Fields{"cause", detail})
+		callFrom(ctx).cause = detail
 	}
 	if code == codes.Internal {
 		s.log.ErrorContext(ctx, "internal error", slog.String("error", err.Error()), slog.String("cause", cause(err)))

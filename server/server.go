@@ -16,7 +16,6 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
@@ -150,29 +149,24 @@ func New(cfg Config) (*Server, error) {
 		s.log.ErrorContext(ctx, "panic in gRPC handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	// Health checks and reflection need no caller key; everything else does.
 	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName &&
 			c.Service != "grpc.reflection.v1.ServerReflection" &&
 			c.Service != "grpc.reflection.v1alpha.ServerReflection"
 	})
-	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
-	// The audit layer sits outside everything that can refuse a call, so
-	// its record sees how the call ended.
+	// The call layer (audit record and log line) sits outside everything
+	// that can refuse a call, so that both see how the call ended.
 	s.grpc = grpc.NewServer(append(opts,
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(recoverPanic),
-			s.auditUnary,
-			logging.UnaryServerInterceptor(logger, logOpts...),
+			s.unaryCall,
 			grpcMetrics.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(s.authenticate), needsAuth), // and the rate limit
 		),
 		grpc.ChainStreamInterceptor(
 			recovery.StreamServerInterceptor(recoverPanic),
-			logging.StreamServerInterceptor(logger, logOpts...),
+			s.streamCall,
 			grpcMetrics.StreamServerInterceptor(),
 			selector.StreamServerInterceptor(auth.StreamServerInterceptor(s.authenticate), needsAuth), // and the rate limit
 		),

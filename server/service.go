@@ -5,10 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -48,12 +46,9 @@ func (s *service) GetAccessToken(ctx context.Context, req *tokenbrokerv1.GetAcce
 		return nil, status.Error(codes.Unauthenticated, "missing caller credentials")
 	}
 	if err := validate(req); err != nil {
-		logging.AddFields(ctx, logging.Fields{"caller", id.Name()})
 		return nil, err
 	}
-	// The call's log fields go in once, at the end: each AddFields copies
-	// every field already added, and this is the hot path.
-	defer func() { logging.AddFields(ctx, callFields(ctx, id, req)) }()
+	callFrom(ctx).target = req
 	minTTL := minTTLOf(req)
 	if err := s.authorize(ctx, id, req, minTTL); err != nil {
 		return nil, err
@@ -107,7 +102,6 @@ func (s *service) authorize(ctx context.Context, id policy.Identity, req *tokenb
 	c := callFrom(ctx)
 	c.wouldDeny, c.reason = true, denied.What
 	s.metrics.wouldDeny(id.Name())
-	logging.AddFields(ctx, logging.Fields{"would_deny", denied.What})
 	return nil
 }
 
@@ -127,18 +121,6 @@ func (s *service) token(ctx context.Context, req *tokenbrokerv1.GetAccessTokenRe
 	c := callFrom(ctx)
 	c.cache, c.tokenFP = st.String(), tok.Fingerprint()
 	return tok, st, nil
-}
-
-// callFields are the log fields of a call: who asked for what, and, once
-// served, how and which token (by fingerprint). Groups are one
-// comma-separated string, which a log handler writes without reflection.
-func callFields(ctx context.Context, id policy.Identity, req auditTarget) logging.Fields {
-	f := logging.Fields{"caller", id.Name(), "tenant", req.GetTenant(), "groups", strings.Join(req.GetGroups(), ","),
-		"account", accountKind(req)}
-	if c := callFrom(ctx); c.tokenFP != "" {
-		f = append(f, "cache", c.cache, "token_fp", c.tokenFP)
-	}
-	return f
 }
 
 // accountKind says which kind of account was asked for, without the id.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -41,9 +40,8 @@ func (s *service) WatchAccessToken(req *tokenbrokerv1.WatchAccessTokenRequest, s
 	if err := validate(get); err != nil {
 		return err
 	}
-	if id, ok := callerFrom(ctx); ok {
-		logging.AddFields(ctx, callFields(ctx, id, get))
-	}
+	outer := callFrom(ctx)
+	outer.target = get
 	minTTL := minTTLOf(get)
 	var last string
 	for sent := 0; ; {
@@ -60,7 +58,7 @@ func (s *service) WatchAccessToken(req *tokenbrokerv1.WatchAccessTokenRequest, s
 			}
 			last = resp.GetAccessToken()
 			sent++
-			logging.AddFields(ctx, logging.Fields{"sent", sent})
+			outer.sent = sent
 		}
 		timer := time.NewTimer(lookAgainIn(s.now(), expiry, minTTL))
 		select {
@@ -81,7 +79,12 @@ func (s *service) WatchAccessToken(req *tokenbrokerv1.WatchAccessTokenRequest, s
 // renewal comes in time because the broker refreshes a token ahead of what
 // the asking caller's min_ttl needs, and a look is such an ask.
 func (s *service) look(ctx context.Context, creds policy.Credentials, get *tokenbrokerv1.GetAccessTokenRequest, minTTL time.Duration, last string) (*tokenbrokerv1.WatchAccessTokenResponse, time.Time, error) {
-	c := &call{}
+	stream, c := callFrom(ctx), &call{}
+	defer func() {
+		if c.cause != "" {
+			stream.cause = c.cause // the stream's line shows the last failure's detail
+		}
+	}()
 	ctx = context.WithValue(ctx, callKey{}, c)
 	start := time.Now()
 	id, err := s.callers.Authenticate(creds)

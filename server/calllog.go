@@ -1,0 +1,125 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+)
+
+// call is what the layers of one call learn about it, for its audit record
+// and its log line. Only the call's own goroutine touches it.
+type call struct {
+	auth      authenticated // set by the auth layer
+	caller    string
+	reason    string // why the caller was refused, or what audit mode let through
+	wouldDeny bool
+	cache     string
+	tokenFP   string
+
+	target      auditTarget // what was asked for, once the request is valid
+	keyFP       string      // an unknown bearer key's fingerprint
+	authFailure string
+	cause       string // an error's detail, for the log only
+	sent        int    // tokens a watch sent
+}
+
+type callKey struct{}
+
+// callFrom returns the call's record, or a throwaway one outside a call, so
+// the layers need not check.
+func callFrom(ctx context.Context) *call {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		return c
+	}
+	return &call{}
+}
+
+// unaryCall is the outer layer of every unary call: it gives the call its
+// record, audits GetAccessToken however it ended (refusing the call if the
+// auditor cannot take the record, in fail-closed mode), and logs one line.
+//
+// It replaces go-grpc-middleware's logging interceptor, whose field lists
+// are copied into maps several times per call: about 50 allocations on
+// every cache hit, the largest cost of the hot path (BENCHMARKS.md).
+func (s *Server) unaryCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	c := &call{}
+	ctx = context.WithValue(ctx, callKey{}, c)
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	if r, ok := req.(*tokenbrokerv1.GetAccessTokenRequest); ok {
+		if aerr := record(ctx, s.cfg.Auditor, s.log, r, c, start, err); aerr != nil {
+			resp, err = nil, aerr
+		}
+	}
+	s.logCall(ctx, info.FullMethod, "unary", c, start, err)
+	return resp, err
+}
+
+// streamCall gives a streaming call its record and logs one line when it
+// ends; the watch audits each token it sends itself.
+func (s *Server) streamCall(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	c := &call{}
+	w := middleware.WrapServerStream(ss)
+	w.WrappedContext = context.WithValue(ss.Context(), callKey{}, c)
+	start := time.Now()
+	err := handler(srv, w)
+	s.logCall(w.WrappedContext, info.FullMethod, "server_stream", c, start, err)
+	return err
+}
+
+// logCall writes a call's line: "finished call", at go-grpc-middleware's
+// level for its code, with the method, peer, code, duration and what the
+// call's layers noted. Never a token, a key or an assertion: tokens and
+// keys by fingerprint only.
+func (s *Server) logCall(ctx context.Context, method, kind string, c *call, start time.Time, err error) {
+	code := status.Code(err)
+	level := slog.Level(logging.DefaultServerCodeToLevel(code))
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	service, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	var buf [20]slog.Attr
+	a := append(buf[:0],
+		slog.String("grpc.service", service),
+		slog.String("grpc.method", name),
+		slog.String("grpc.method_type", kind),
+		slog.String("peer.address", peerAddr(ctx)),
+		slog.String("grpc.code", code.String()),
+		slog.Float64("grpc.time_ms", float64(time.Since(start).Microseconds())/1000),
+	)
+	if err != nil {
+		a = append(a, slog.String("grpc.error", status.Convert(err).Message()))
+	}
+	a = appendNonEmpty(a, "caller", c.caller)
+	if t := c.target; t != nil {
+		a = append(a, slog.String("tenant", t.GetTenant()), slog.String("groups", strings.Join(t.GetGroups(), ",")),
+			slog.String("account", accountKind(t)))
+	}
+	a = appendNonEmpty(a, "cache", c.cache)
+	a = appendNonEmpty(a, "token_fp", c.tokenFP)
+	a = appendNonEmpty(a, "key_fp", c.keyFP)
+	a = appendNonEmpty(a, "auth_failure", c.authFailure)
+	a = appendNonEmpty(a, "cause", c.cause)
+	if c.wouldDeny {
+		a = append(a, slog.String("would_deny", c.reason))
+	}
+	if c.sent > 0 {
+		a = append(a, slog.Int("sent", c.sent))
+	}
+	s.log.LogAttrs(ctx, level, "finished call", a...)
+}
+
+func appendNonEmpty(a []slog.Attr, key, value string) []slog.Attr {
+	if value == "" {
+		return a
+	}
+	return append(a, slog.String(key, value))
+}
