@@ -14,13 +14,14 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/server"
 )
 
 // benchmarkCacheHit measures GetAccessToken on a warm key as production runs
 // it: bearer authentication, validation, the allowlist, the broker, logging
-// at info and metrics all on.
-func benchmarkCacheHit(b *testing.B, tcp bool) {
-	h := newHarness(b, harnessOptions{tcp: tcp, logSink: io.Discard})
+// at info (every call, or failures only) and metrics all on.
+func benchmarkCacheHit(b *testing.B, tcp bool, calls server.CallLog) {
+	h := newHarness(b, harnessOptions{tcp: tcp, logSink: io.Discard, callLog: calls})
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keyFull)
 	req := &tokenbrokerv1.GetAccessTokenRequest{Tenant: tenantA, Uid: "1234567890", Groups: []string{"pismo-v1:cards:r", "pismo-v1:accounts:rw"}}
 	if _, err := h.client.GetAccessToken(ctx, req); err != nil {
@@ -38,8 +39,16 @@ func benchmarkCacheHit(b *testing.B, tcp bool) {
 	})
 }
 
-func BenchmarkGetAccessTokenHitBufconn(b *testing.B) { benchmarkCacheHit(b, false) }
-func BenchmarkGetAccessTokenHitTCP(b *testing.B)     { benchmarkCacheHit(b, true) }
+func BenchmarkGetAccessTokenHitBufconn(b *testing.B) { benchmarkCacheHit(b, false, server.CallLogAll) }
+func BenchmarkGetAccessTokenHitTCP(b *testing.B)     { benchmarkCacheHit(b, true, server.CallLogAll) }
+
+// The same with --log-calls=failures: no log line for a call that succeeds.
+func BenchmarkGetAccessTokenHitLogFailuresBufconn(b *testing.B) {
+	benchmarkCacheHit(b, false, server.CallLogFailures)
+}
+func BenchmarkGetAccessTokenHitLogFailuresTCP(b *testing.B) {
+	benchmarkCacheHit(b, true, server.CallLogFailures)
+}
 
 // BenchmarkGetAccessTokenMissBufconn is a cache miss through the whole
 // server, each call for a new uid: the broker signs an assertion and

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -33,6 +34,30 @@ type call struct {
 }
 
 type callKey struct{}
+
+// CallLog says which calls [Server] logs.
+type CallLog uint8
+
+// The call logs.
+const (
+	// CallLogAll logs one line per call.
+	CallLogAll CallLog = iota
+	// CallLogFailures logs only calls that did not end OK, and those audit
+	// mode let through: for busy brokers whose audit trail already records
+	// every token handed out.
+	CallLogFailures
+)
+
+// ParseCallLog reads "all" or "failures".
+func ParseCallLog(s string) (CallLog, error) {
+	switch s {
+	case "all":
+		return CallLogAll, nil
+	case "failures":
+		return CallLogFailures, nil
+	}
+	return 0, fmt.Errorf("call log %q: want all or failures", s)
+}
 
 // callFrom returns the call's record, or a throwaway one outside a call, so
 // the layers need not check.
@@ -81,6 +106,9 @@ func (s *Server) streamCall(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 // call's layers noted. Never a token, a key or an assertion: tokens and
 // keys by fingerprint only.
 func (s *Server) logCall(ctx context.Context, method, kind string, c *call, start time.Time, err error) {
+	if err == nil && !c.wouldDeny && s.cfg.CallLog == CallLogFailures {
+		return
+	}
 	code := status.Code(err)
 	level := slog.Level(logging.DefaultServerCodeToLevel(code))
 	if !s.log.Enabled(ctx, level) {

@@ -84,6 +84,7 @@ type harnessOptions struct {
 	broker    func(*broker.Config)                      // tunes the broker
 	authn     func(*policy.Policy) server.Authenticator // wraps the callers' policy, e.g. to swap it
 	upstreams func() []server.UpstreamState             // the breakers /readyz lists
+	callLog   server.CallLog
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -160,7 +161,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	}
 	scfg := server.Config{Tokens: tokens, Callers: authn, Keys: keystore.NewDirectory(map[string][]*keystore.Key{tenantA: {key}, tenantB: {key}}), Logger: log,
 		Registry: reg, ShutdownGrace: opts.grace, Auditor: opts.auditor, Metrics: metrics, Clock: opts.clock,
-		Upstreams: opts.upstreams}
+		Upstreams: opts.upstreams, CallLog: opts.callLog}
 	if opts.pki != nil {
 		scfg.TLS, scfg.ClientCAs = opts.pki.serverTLS(), opts.pki.caPool
 		opts.tcp = true

@@ -77,6 +77,10 @@ type Config struct {
 	Keys PublicKeys
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// CallLog says which calls get a "finished call" line: every call
+	// (the default) or only those that failed or were let through in
+	// audit mode.
+	CallLog CallLog
 	// Registry holds the metrics served at /metrics; nil makes a new one.
 	// The gRPC server metrics are registered on it.
 	Registry *prometheus.Registry

@@ -53,7 +53,8 @@ const keyCloseDelay = time.Minute
 
 // newApp builds a broker from a validated config and its keys, which it
 // owns from then on: it closes them, whether it fails or runs.
-func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a *app, err error) {
+func newApp(path string, cfg *config.Config, keys *keyring, lg logging) (a *app, err error) {
+	log := lg.Logger
 	var sharedStore io.Closer
 	defer func() {
 		if err != nil {
@@ -105,7 +106,7 @@ func newApp(path string, cfg *config.Config, keys *keyring, log *slog.Logger) (a
 	scfg := server.Config{
 		Tokens: a.broker, Callers: &a.live, Keys: &a.live, Logger: log, Registry: reg,
 		ShutdownGrace: cfg.ShutdownGrace, TLS: tlsCfg, ClientCAs: clientCAs, Metrics: metrics,
-		Upstreams: a.guards.states,
+		Upstreams: a.guards.states, CallLog: lg.calls,
 	}
 	if cfg.Audit != nil {
 		a.audit, err = audit.Open(audit.Config{

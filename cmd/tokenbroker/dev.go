@@ -102,7 +102,7 @@ func cmdDev(ctx context.Context, args []string, e *env) int {
 		}
 		return e.errorf("dev: %v", err)
 	}
-	printDevHelp(e, grpcLis.Addr().String(), httpLis.Addr().String(), tokenURL.String(), callerKey, key, log)
+	printDevHelp(e, grpcLis.Addr().String(), httpLis.Addr().String(), tokenURL.String(), callerKey, key, log.Logger)
 	if err := a.run(ctx, grpcLis, httpLis, nil); err != nil {
 		return e.errorf("dev: %v", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/tokenbroker/tokenbroker/server"
 )
 
 // newFlags returns a flag set that reports to the command's stderr.
@@ -30,24 +32,36 @@ func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	return 0, true
 }
 
-// logFlags adds --log-level and --log-format and returns a constructor for
-// the logger they describe.
-func logFlags(fs *flag.FlagSet, e *env, defaultFormat string) func() (*slog.Logger, error) {
+// logging is how a running broker logs: the logger, and which calls get a
+// line.
+type logging struct {
+	*slog.Logger
+	calls server.CallLog
+}
+
+// logFlags adds --log-level, --log-format and --log-calls and returns a
+// constructor for the logging they describe.
+func logFlags(fs *flag.FlagSet, e *env, defaultFormat string) func() (logging, error) {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", defaultFormat, "json or text")
-	return func() (*slog.Logger, error) {
+	calls := fs.String("log-calls", "all", "all: a line per call; failures: only calls that failed or that audit mode let through")
+	return func() (logging, error) {
 		var lv slog.Level
 		if err := lv.UnmarshalText([]byte(*level)); err != nil {
-			return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+			return logging{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+		}
+		cl, err := server.ParseCallLog(*calls)
+		if err != nil {
+			return logging{}, fmt.Errorf("--log-calls: %w", err)
 		}
 		opts := &slog.HandlerOptions{Level: lv}
 		switch *format {
 		case "json":
-			return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+			return logging{slog.New(slog.NewJSONHandler(e.stderr, opts)), cl}, nil
 		case "text":
-			return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+			return logging{slog.New(slog.NewTextHandler(e.stderr, opts)), cl}, nil
 		}
-		return nil, fmt.Errorf("--log-format %q: want json or text", *format)
+		return logging{}, fmt.Errorf("--log-format %q: want json or text", *format)
 	}
 }
 

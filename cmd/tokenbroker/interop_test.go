@@ -101,7 +101,7 @@ callers:
 		t.Fatal(err)
 	}
 	logs := &testkit.Buffer{}
-	a, err := newApp(cfgPath, config, keys, slog.New(slog.NewJSONHandler(logs, nil)))
+	a, err := newApp(cfgPath, config, keys, logging{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

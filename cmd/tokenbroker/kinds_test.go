@@ -102,7 +102,7 @@ callers:
 		t.Fatal(err)
 	}
 	logs := &testkit.Buffer{}
-	a, err := newApp(cfgPath, cfg, keys, slog.New(slog.NewJSONHandler(logs, nil)))
+	a, err := newApp(cfgPath, cfg, keys, logging{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

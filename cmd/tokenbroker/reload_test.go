@@ -79,7 +79,7 @@ func newReloadRig(t *testing.T, tenantAudiences map[string]string, groups []stri
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(r.logs, nil))
-	if r.app, err = newApp(r.path, cfg, keys, log); err != nil {
+	if r.app, err = newApp(r.path, cfg, keys, logging{Logger: log}); err != nil {
 		t.Fatal(err)
 	}
 	r.app.settle = 5 * time.Millisecond
