@@ -60,6 +60,36 @@ load: build $(TOOLS)/ghz
 	$(GO) run ./bench/load -broker bin/tokenbroker -bare bin/bareserver -ghz $(TOOLS)/ghz \
 		-duration $(DURATION) -concurrency $(CONCURRENCY) -runs $(RUNS)
 
+## load-replicas: REPLICAS `tokenbroker serve` processes on one config sharing a fresh redis-server (cache.shared),
+## then the same without cache.shared (independent replicas), alternated REPLICAS_RUNS times, fresh processes each
+## time; the emulator (`tokenbroker emulate`) issues tokens of REPLICAS_LIFETIME. Each scenario warms every replica
+## with REPLICAS_KEYS uids, then drives all the replicas at once, one ghz process each (CONCURRENCY split among
+## them), for DURATION (60s unless given), the uids round-robin. Prints requests/s, p50 and p99 across the replicas,
+## the upstream exchanges (summed from their /metrics) per key per token lifetime and per refresh cycle, and the
+## ratios shared ÷ independent (not part of make test). Needs redis-server. The Redis timeout is 250ms here, not the
+## default 50ms: ghz, three brokers and Redis share two cores, and a starved Redis would count as an outage
+REPLICAS               ?= 3
+REPLICAS_KEYS          ?= 100
+REPLICAS_LIFETIME      ?= 20s
+REPLICAS_SKEW          ?= 1s
+REPLICAS_RUNS          ?= 1
+REPLICAS_REDIS_TIMEOUT ?= 250ms
+REPLICAS_DURATION := $(if $(filter command line environment,$(origin DURATION)),$(DURATION),60s)
+.PHONY: load-replicas
+load-replicas: build $(TOOLS)/ghz
+	$(GO) run ./bench/load -replicas $(REPLICAS) -broker bin/tokenbroker -ghz $(TOOLS)/ghz \
+		-duration $(REPLICAS_DURATION) -concurrency $(CONCURRENCY) -runs $(REPLICAS_RUNS) -keys $(REPLICAS_KEYS) \
+		-lifetime $(REPLICAS_LIFETIME) -skew $(REPLICAS_SKEW) -redis-timeout $(REPLICAS_REDIS_TIMEOUT)
+
+## bench-shared: a token another replica stored in a real redis-server, served to a replica that misses its own cache
+## (BenchmarkSharedRemoteHit), against one served from the replica's own cache (BenchmarkSharedLocalHit), -benchmem,
+## BENCH_COUNT passes so that the two alternate; benchstat reads bench-shared.out. Skipped without redis-server
+## (TOKENBROKER_REQUIRE_REDIS=1 makes that a failure); not part of make test
+.PHONY: bench-shared
+bench-shared:
+	set -o pipefail; for i in $$(seq $(BENCH_COUNT)); do $(GO) test -run='^$$' -bench='^BenchmarkShared(RemoteHit|LocalHit)$$' \
+		-benchmem -count=1 ./bench/measure/ || exit 1; done | tee bench-shared.out
+
 ## fuzz: run each fuzz target for FUZZTIME (not part of make test)
 FUZZTIME ?= 60s
 fuzz:

@@ -21,6 +21,14 @@
 //	make load                                  # DURATION=10s CONCURRENCY=16 RUNS=3
 //	make load DURATION=30s CONCURRENCY=64 RUNS=5
 //
+// With -replicas N it measures something else (replicas.go, make
+// load-replicas): N brokers sharing one Redis against N independent ones,
+// each set driven by one ghz per replica at once over -keys distinct keys,
+// with the upstream exchanges per key per token lifetime of each:
+//
+//	make load-replicas                         # 3 replicas, DURATION=60s, 20-s tokens, 100 keys
+//	make load-replicas DURATION=8s REPLICAS_LIFETIME=4s
+//
 // It exits 1 if a server cannot be started or a call fails.
 package main
 
@@ -83,6 +91,14 @@ type options struct {
 	connections       int
 	runs              int
 	keep              string
+
+	// The -replicas mode (replicas.go).
+	replicas     int
+	keys         int
+	lifetime     time.Duration
+	skew         time.Duration
+	redis        string
+	redisTimeout time.Duration
 }
 
 func main() {
@@ -95,10 +111,24 @@ func main() {
 	flag.IntVar(&o.connections, "connections", 1, "ghz's gRPC connections, shared by the workers")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each server, alternated")
 	flag.StringVar(&o.keep, "keep", "", "a directory to keep ghz's JSON reports and the broker's log in (default: a temporary one, removed)")
+	flag.IntVar(&o.replicas, "replicas", 0, "if set, run the replicas scenario instead (see replicas.go): this many brokers on one config, sharing a Redis, against as many independent ones")
+	flag.IntVar(&o.keys, "keys", 100, "-replicas: distinct keys (uids), sent round-robin by each ghz process")
+	flag.DurationVar(&o.lifetime, "lifetime", 20*time.Second, "-replicas: the life of the emulator's tokens, whole seconds")
+	flag.DurationVar(&o.skew, "skew", time.Second, "-replicas: the brokers' cache.skew, less than -lifetime")
+	flag.StringVar(&o.redis, "redis", "redis-server", "-replicas: the redis-server binary")
+	flag.DurationVar(&o.redisTimeout, "redis-timeout", 0, "-replicas: the brokers' cache.shared.redis.timeout (default: the config's, 50ms)")
 	flag.Parse()
 	if o.runs < 1 || o.concurrency < 1 || o.connections < 1 || o.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "load: -runs, -concurrency, -connections and -duration must be positive")
 		os.Exit(2)
+	}
+	run := run
+	if o.replicas != 0 {
+		if err := o.checkReplicas(); err != nil {
+			fmt.Fprintln(os.Stderr, "load:", err)
+			os.Exit(2)
+		}
+		run = runReplicas
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -340,6 +370,11 @@ func parseReport(r io.Reader) (result, error) {
 	if err := json.NewDecoder(bufio.NewReaderSize(r, 1<<20)).Decode(&rep); err != nil {
 		return result{}, fmt.Errorf("ghz report: %w", err)
 	}
+	return rep.result()
+}
+
+// result is what the load report takes from rep.
+func (rep *report) result() (result, error) {
 	res := result{rps: rep.Rps, count: rep.Count}
 	for _, l := range rep.LatencyDistribution {
 		switch l.Percentage {
@@ -407,14 +442,16 @@ func call(addr, callerKey string) (*tokenbrokerv1.GetAccessTokenResponse, error)
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	addr   string
+	addr   string        // ready's first group, if it has one
+	match  []string      // ready's match and groups
 	exited chan struct{} // closed once the process has been waited for
 	err    error
 }
 
 // start runs the server and waits until a line of its output (stderr for
 // the broker's log, stdout for the bare server) matches ready, whose first
-// group is the address it serves. All its output goes to rest.
+// group, if it has one, is the address it serves. All its output goes to
+// rest.
 func start(name string, rest io.Writer, ready *regexp.Regexp, binary string, args ...string) (*proc, error) {
 	cmd := exec.Command(binary, args...)
 	pr, pw, err := os.Pipe()
@@ -433,7 +470,7 @@ func start(name string, rest io.Writer, ready *regexp.Regexp, binary string, arg
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
-	addr := make(chan string, 1)
+	match := make(chan []string, 1)
 	read := make(chan struct{}) // closed when the output up to the ready line is read
 	var head bytes.Buffer       // that output, for errors
 	go func() {
@@ -441,8 +478,8 @@ func start(name string, rest io.Writer, ready *regexp.Regexp, binary string, arg
 		br := bufio.NewReaderSize(pr, 64<<10)
 		for {
 			line, err := br.ReadBytes('\n')
-			if m := ready.FindSubmatch(line); m != nil {
-				addr <- string(m[1])
+			if m := ready.FindStringSubmatch(string(line)); m != nil {
+				match <- m
 				close(read)
 				rest.Write(head.Bytes())
 				rest.Write(line)
@@ -458,13 +495,20 @@ func start(name string, rest io.Writer, ready *regexp.Regexp, binary string, arg
 			}
 		}
 	}()
-	select {
-	case p.addr = <-addr:
+	ok := func(m []string) (*proc, error) {
+		p.match = m
+		if len(m) > 1 {
+			p.addr = m[1]
+		}
 		return p, nil
+	}
+	select {
+	case m := <-match:
+		return ok(m)
 	case <-read:
 		select {
-		case p.addr = <-addr: // both were ready
-			return p, nil
+		case m := <-match: // both were ready
+			return ok(m)
 		default:
 		}
 		p.stop()
