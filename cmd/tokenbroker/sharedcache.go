@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -23,8 +24,9 @@ import (
 
 // openShared connects the cache tier the replicas share through Redis, as
 // cache.shared configures it; nil without one. It reads the sealing keys and
-// the Redis password (each file checked like a private key) but does not
-// wait for Redis: a replica starts and serves alone until Redis answers.
+// the Redis and sentinel passwords (each file checked like a private key)
+// but does not wait for Redis: a replica starts and serves alone until Redis
+// answers.
 // scope names a tenant's identity, so that replicas share a tenant's tokens
 // only while they agree on where and as whom they are obtained.
 func openShared(c *config.SharedCache, scope func(string) string, reg prometheus.Registerer, log *slog.Logger) (broker.Shared, io.Closer, error) {
@@ -36,17 +38,30 @@ func openShared(c *config.SharedCache, scope func(string) string, reg prometheus
 		return nil, nil, err
 	}
 	r, sealer, tlsCfg := c.Redis, sec.sealer, sec.tls
-	if tlsCfg == nil && !loopback(r.Addr) {
+	// Where Redis is, for the log: its address, or the master's name and
+	// the sentinels that know where it is.
+	where := []any{"redis", r.Addr}
+	addrs := []string{r.Addr}
+	if s := r.Sentinel; s != nil {
+		where = []any{"sentinel_master", s.Master, "sentinels", s.Addrs}
+		addrs = s.Addrs
+	}
+	if tlsCfg == nil && slices.ContainsFunc(addrs, func(a string) bool { return !loopback(a) }) {
 		log.Warn("the shared cache talks to Redis without TLS: the values are sealed, but its password and traffic are not; set cache.shared.redis.tls",
-			"addr", r.Addr)
+			where...)
 	}
 
 	m := newSharedMetrics(log)
 	if err := m.register(reg); err != nil {
 		return nil, nil, err
 	}
-	store, err := shared.New(shared.Config{Addr: r.Addr, Username: r.Username, Password: sec.password, TLS: tlsCfg, DB: r.DB,
-		Timeout: r.Timeout, Metrics: m})
+	cfg := shared.Config{Addr: r.Addr, Username: r.Username, Password: sec.password, TLS: tlsCfg, DB: r.DB,
+		Timeout: r.Timeout, Metrics: m}
+	if s := r.Sentinel; s != nil {
+		cfg.SentinelMaster, cfg.SentinelAddrs = s.Master, s.Addrs
+		cfg.SentinelUsername, cfg.SentinelPassword = s.Username, sec.sentinelPassword
+	}
+	store, err := shared.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cache.shared.redis: %w", err)
 	}
@@ -58,20 +73,21 @@ func openShared(c *config.SharedCache, scope func(string) string, reg prometheus
 	// A failure here is not fatal: the replica serves alone until Redis
 	// answers, and the episode is logged once.
 	_ = store.Ping(context.Background())
-	log.Info("shared cache configured", "redis", r.Addr, "tls", tlsCfg != nil, "seal", sealer)
+	log.Info("shared cache configured", append(where, "tls", tlsCfg != nil, "seal", sealer)...)
 	return tier, store, nil
 }
 
 // sharedSecrets is what the shared cache reads from files: the sealing
-// keys, the Redis password and the TLS configuration.
+// keys, the Redis and sentinel passwords and the TLS configuration.
 type sharedSecrets struct {
-	sealer   *seal.Sealer
-	password string
-	tls      *tls.Config // nil: plain TCP
+	sealer           *seal.Sealer
+	password         string
+	sentinelPassword string
+	tls              *tls.Config // nil: plain TCP
 }
 
 // loadShared reads and checks the shared cache's files (check-config does
-// too): the sealing keys and the password file as private keys, the TLS
+// too): the sealing keys and the password files as private keys, the TLS
 // files as the server's.
 func loadShared(c *config.SharedCache) (sharedSecrets, error) {
 	current, err := seal.LoadKeyFile(c.EncryptionKeyFile)
@@ -98,6 +114,14 @@ func loadShared(c *config.SharedCache) (sharedSecrets, error) {
 		sec.password = string(b)
 		clear(b)
 	}
+	if s := c.Redis.Sentinel; s != nil && s.PasswordFile != "" {
+		b, err := keystore.ReadSecretLine(s.PasswordFile)
+		if err != nil {
+			return sharedSecrets{}, fmt.Errorf("cache.shared.redis.sentinel.password_file: %w", err)
+		}
+		sec.sentinelPassword = string(b)
+		clear(b)
+	}
 	if sec.tls, err = redisTLS(c.Redis); err != nil {
 		return sharedSecrets{}, err
 	}
@@ -105,13 +129,16 @@ func loadShared(c *config.SharedCache) (sharedSecrets, error) {
 }
 
 // redisTLS is the client TLS configuration for Redis; nil for plain TCP.
+// Through Sentinel it serves the sentinels too, and without a server_name
+// each connection checks the host it dials (go-redis's dialer fills in an
+// empty ServerName), since the master's address is known only then.
 func redisTLS(r config.Redis) (*tls.Config, error) {
 	t := r.TLS
 	if t == nil {
 		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if cfg.ServerName == "" {
+	if cfg.ServerName == "" && r.Sentinel == nil {
 		host, _, err := net.SplitHostPort(r.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("cache.shared.redis.addr: %w", err)

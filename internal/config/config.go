@@ -121,11 +121,16 @@ type SharedCache struct {
 // DefaultRedisTimeout is [Redis.Timeout] when the config sets none.
 const DefaultRedisTimeout = 50 * time.Millisecond
 
-// Redis says how to reach the Redis server of the shared cache.
+// Redis says how to reach the Redis server of the shared cache: at Addr, or
+// through the sentinels of Sentinel. Exactly one of the two is set. The
+// other fields apply to the Redis server (the master, with Sentinel).
 type Redis struct {
 	// Addr is the server's host:port, with a host and a port from 1 to
-	// 65535.
+	// 65535; "" when Sentinel is set.
 	Addr string
+	// Sentinel finds the Redis master through Redis Sentinel, following
+	// its failovers; nil when Addr is set.
+	Sentinel *RedisSentinel
 	// Username is the ACL user; "" when absent, for Redis's default user.
 	Username string
 	// PasswordFile is the path of the file holding the password, resolved
@@ -135,10 +140,31 @@ type Redis struct {
 	// DB is the logical database: 0-65535, 0 by default.
 	DB int
 	// Timeout bounds each round trip to Redis: 1ms-5s,
-	// [DefaultRedisTimeout] by default.
+	// [DefaultRedisTimeout] by default. With Sentinel, it bounds each
+	// question to a sentinel too.
 	Timeout time.Duration
-	// TLS talks to Redis over TLS; nil talks plain TCP.
+	// TLS talks to Redis over TLS; nil talks plain TCP. With Sentinel, it
+	// applies to the sentinels too: the client has one TLS configuration
+	// for both.
 	TLS *RedisTLS
+}
+
+// RedisSentinel names the Redis master that the sentinels monitor and
+// where the sentinels are. Its credentials are the sentinels' own: the
+// master's are those of [Redis].
+type RedisSentinel struct {
+	// Master is the name the sentinels monitor the master under (sentinel
+	// monitor NAME ...); required.
+	Master string
+	// Addrs are the sentinels' host:port addresses, each with a host and a
+	// port from 1 to 65535: 1-16, no two the same.
+	Addrs []string
+	// Username is the sentinels' ACL user; "" when absent, for their
+	// default user.
+	Username string
+	// PasswordFile is the path of the file holding the sentinels'
+	// password, resolved like [Key.File]; "" when absent: no password.
+	PasswordFile string
 }
 
 // RedisTLS is the client side of TLS to Redis. Each path is resolved like
@@ -153,7 +179,10 @@ type RedisTLS struct {
 	// KeyFile holds the client certificate's private key.
 	KeyFile string
 	// ServerName is the name the server's certificate must carry; "" for
-	// the host of [Redis.Addr].
+	// the host of [Redis.Addr]. With [Redis.Sentinel], it is checked on the
+	// master and on every sentinel alike; "" for the host each connection
+	// dials: each sentinel's, and the master's address as the sentinels
+	// report it.
 	ServerName string
 }
 

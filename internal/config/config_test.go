@@ -721,6 +721,25 @@ func withShared(t testing.TB, oldNew ...string) string {
 	return edit(t, "  skew: 10s\n", "  skew: 10s\n"+replace(t, sharedBlock, oldNew...))
 }
 
+// sentinelLines are a redis.sentinel block with every field set.
+// [withSentinel] puts them in [sharedBlock] in place of addr: "sentinel:"
+// on line 9, master on 10, addrs on 11, username on 12 and password_file on
+// 13; the other redis fields follow on lines 14-23.
+const sentinelLines = `      sentinel:
+        master: mymaster
+        addrs: ["sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"]
+        username: sentinel-user
+        password_file: /run/secrets/sentinel-password
+`
+
+// withSentinel returns base with [sharedBlock], its addr replaced by
+// [sentinelLines], edited like [edit], under cache.
+func withSentinel(t testing.TB, oldNew ...string) string {
+	t.Helper()
+	block := replace(t, sharedBlock, "      addr: redis:6379\n", sentinelLines)
+	return edit(t, "  skew: 10s\n", "  skew: 10s\n"+replace(t, block, oldNew...))
+}
+
 // sharedLine returns base with a one-line cache.shared section, on line 7.
 func sharedLine(t testing.TB, shared string) string {
 	t.Helper()
@@ -765,6 +784,37 @@ func TestParseSharedCache(t *testing.T) {
 			Redis:             config.Redis{Addr: "redis:6379", Timeout: config.DefaultRedisTimeout, TLS: &config.RedisTLS{CAFile: filepath.Join(dir, "ca.crt")}},
 			EncryptionKeyFile: filepath.Join(dir, "k"),
 		}},
+		{"sentinel, every field", withSentinel(t), &config.SharedCache{
+			Redis: config.Redis{
+				Sentinel: &config.RedisSentinel{
+					Master:       "mymaster",
+					Addrs:        []string{"sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"},
+					Username:     "sentinel-user",
+					PasswordFile: "/run/secrets/sentinel-password",
+				},
+				Username: "tokenbroker", PasswordFile: "/run/secrets/redis-password", DB: 3, Timeout: 75 * time.Millisecond,
+				TLS: &config.RedisTLS{
+					CAFile:     filepath.Join(dir, "redis-ca.crt"),
+					CertFile:   filepath.Join(dir, "tls", "client.crt"),
+					KeyFile:    filepath.Join(dir, "tls", "client.key"),
+					ServerName: "redis.internal",
+				},
+			},
+			EncryptionKeyFile:          "/run/secrets/cache-seal.key",
+			PreviousEncryptionKeyFiles: []string{"/run/secrets/cache-seal-old.key", filepath.Join(dir, "older.key")},
+		}},
+		{"sentinel, minimal", sharedLine(t, `{redis: {sentinel: {master: m, addrs: ["127.0.0.1:26379"]}}, encryption_key_file: k}`), &config.SharedCache{
+			Redis:             config.Redis{Sentinel: &config.RedisSentinel{Master: "m", Addrs: []string{"127.0.0.1:26379"}}, Timeout: config.DefaultRedisTimeout},
+			EncryptionKeyFile: filepath.Join(dir, "k"),
+		}},
+		{"sentinel, optional fields null", sharedLine(t, `{redis: {addr: ~, sentinel: {master: m, addrs: ["[::1]:26379"], username: ~, password_file: ~}}, encryption_key_file: k}`), &config.SharedCache{
+			Redis:             config.Redis{Sentinel: &config.RedisSentinel{Master: "m", Addrs: []string{"[::1]:26379"}}, Timeout: config.DefaultRedisTimeout},
+			EncryptionKeyFile: filepath.Join(dir, "k"),
+		}},
+		{"sentinel null, addr set", sharedLine(t, `{redis: {addr: "redis:6379", sentinel: ~}, encryption_key_file: k}`), &config.SharedCache{
+			Redis:             config.Redis{Addr: "redis:6379", Timeout: config.DefaultRedisTimeout},
+			EncryptionKeyFile: filepath.Join(dir, "k"),
+		}},
 		{"absent", base, nil},
 		{"null", sharedLine(t, "~"), nil},
 	}
@@ -789,7 +839,7 @@ func TestParseSharedCache(t *testing.T) {
 // directory, made absolute, like the key files.
 func TestLoadResolvesSharedFiles(t *testing.T) {
 	dir := keyDir(t)
-	doc := sharedLine(t, `{redis: {addr: "redis:6379", password_file: secrets/redis.pass, tls: {ca_file: redis-ca.crt}}, encryption_key_file: seal.key, previous_encryption_key_files: [old/seal.key]}`)
+	doc := sharedLine(t, `{redis: {sentinel: {master: m, addrs: ["s:26379"], password_file: secrets/sentinel.pass}, password_file: secrets/redis.pass, tls: {ca_file: redis-ca.crt}}, encryption_key_file: seal.key, previous_encryption_key_files: [old/seal.key]}`)
 	if err := os.WriteFile(filepath.Join(dir, "broker.yaml"), []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -804,6 +854,7 @@ func TestLoadResolvesSharedFiles(t *testing.T) {
 	}
 	for _, c := range []struct{ name, got, want string }{
 		{"PasswordFile", s.Redis.PasswordFile, filepath.Join(dir, "secrets", "redis.pass")},
+		{"Sentinel.PasswordFile", s.Redis.Sentinel.PasswordFile, filepath.Join(dir, "secrets", "sentinel.pass")},
 		{"TLS.CAFile", s.Redis.TLS.CAFile, filepath.Join(dir, "redis-ca.crt")},
 		{"EncryptionKeyFile", s.EncryptionKeyFile, filepath.Join(dir, "seal.key")},
 		{"PreviousEncryptionKeyFiles[0]", s.PreviousEncryptionKeyFiles[0], filepath.Join(dir, "old", "seal.key")},

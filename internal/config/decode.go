@@ -68,12 +68,20 @@ type rawShared struct {
 }
 
 type rawRedis struct {
-	Addr         string       `yaml:"addr"`
+	Addr         *string      `yaml:"addr"`
+	Sentinel     *rawSentinel `yaml:"sentinel"`
 	Username     *string      `yaml:"username"`
 	PasswordFile *string      `yaml:"password_file"`
 	DB           *int         `yaml:"db"`
 	Timeout      *string      `yaml:"timeout"`
 	TLS          *rawRedisTLS `yaml:"tls"`
+}
+
+type rawSentinel struct {
+	Master       *string  `yaml:"master"`
+	Addrs        []string `yaml:"addrs"`
+	Username     *string  `yaml:"username"`
+	PasswordFile *string  `yaml:"password_file"`
 }
 
 type rawRedisTLS struct {

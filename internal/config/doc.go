@@ -13,6 +13,7 @@
 // exists and is a regular file, but reading and parsing them is the
 // keystore's and the server's work, and it never dials an upstream or Redis.
 // The files of the shared cache (cache.shared: the Redis password and TLS
-// files, the encryption keys) are only resolved; whoever connects to Redis
-// reads and checks them. No secret value ever appears in a message.
+// files, the sentinels' password, the encryption keys) are only resolved;
+// whoever connects to Redis reads and checks them. No secret value ever
+// appears in a message.
 package config

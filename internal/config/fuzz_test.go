@@ -115,13 +115,25 @@ func rateLimitOK(rl *config.RateLimit) bool {
 }
 
 // sharedOK reports whether an accepted cache.shared block is usable: a
-// Redis address with a host and a port, values in range, a client
+// Redis address with a host and a port, or else a sentinel block with a
+// master name and 1-16 distinct such addresses, values in range, a client
 // certificate with its key, and distinct encryption keys.
 func sharedOK(s *config.SharedCache) bool {
 	r := s.Redis
-	host, port, err := net.SplitHostPort(r.Addr)
-	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || host == "" || n == 0 {
+	switch sn := r.Sentinel; {
+	case sn == nil && !hostPortOK(r.Addr):
 		return false
+	case sn != nil:
+		if r.Addr != "" || sn.Master == "" || len(sn.Addrs) == 0 || len(sn.Addrs) > 16 {
+			return false
+		}
+		seen := map[string]bool{}
+		for _, a := range sn.Addrs {
+			if !hostPortOK(a) || seen[strings.ToLower(a)] {
+				return false
+			}
+			seen[strings.ToLower(a)] = true
+		}
 	}
 	if r.DB < 0 || r.DB > 65535 || r.Timeout < time.Millisecond || r.Timeout > 5*time.Second {
 		return false
@@ -140,4 +152,12 @@ func sharedOK(s *config.SharedCache) bool {
 		files[f] = true
 	}
 	return true
+}
+
+// hostPortOK reports whether addr is host:port with a host and a port from
+// 1 to 65535.
+func hostPortOK(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.ParseUint(port, 10, 16)
+	return err == nil && perr == nil && host != "" && n != 0
 }

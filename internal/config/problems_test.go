@@ -257,7 +257,8 @@ func TestParseProblems(t *testing.T) {
 		{"shared with redis null", sharedLine(t, "{redis: ~, encryption_key_file: k}"), "cache.shared.redis", 7, "required"},
 		{"redis not a mapping", sharedLine(t, `{redis: "redis:6379", encryption_key_file: k}`), "cache.shared.redis", 7, "must be a mapping, got a string"},
 		{"redis unknown field", withShared(t, "      db: 3\n", "      db: 3\n      password: x\n"), "cache.shared.redis.password", 13, "unknown field"},
-		{"redis without addr", withShared(t, "      addr: redis:6379\n", ""), "cache.shared.redis.addr", 8, "required: host:port, such as redis:6379"},
+		{"redis without addr", withShared(t, "      addr: redis:6379\n", ""), "cache.shared.redis.addr", 8, "required: addr (host:port) or sentinel"},
+		{"redis with addr null", withShared(t, "addr: redis:6379", "addr: ~"), "cache.shared.redis.addr", 9, "required: addr (host:port) or sentinel"},
 		{"redis addr empty", withShared(t, "addr: redis:6379", `addr: ""`), "cache.shared.redis.addr", 9, "required"},
 		{"redis addr not a string", withShared(t, "addr: redis:6379", "addr: [redis, 6379]"), "cache.shared.redis.addr", 9, "must be a string, got a list"},
 		{"redis addr without port", withShared(t, "addr: redis:6379", "addr: redis"), "cache.shared.redis.addr", 9, `must be host:port, such as redis:6379, got "redis"`},
@@ -287,6 +288,34 @@ func TestParseProblems(t *testing.T) {
 		{"redis tls cert_file empty", withShared(t, "cert_file: tls/client.crt", `cert_file: ""`), "cache.shared.redis.tls.cert_file", 16, "must name a file; leave cert_file and key_file out to present no client certificate"},
 		{"redis tls key_file empty", withShared(t, "key_file: tls/client.key", `key_file: ""`), "cache.shared.redis.tls.key_file", 17, "must name a file; leave cert_file and key_file out"},
 		{"redis tls server_name empty", withShared(t, "server_name: redis.internal", `server_name: ""`), "cache.shared.redis.tls.server_name", 18, "must not be empty; leave the field out to check the host of addr"},
+		// Sentinel ([withSentinel]: sentinel on line 9, master 10, addrs 11,
+		// username 12, password_file 13).
+		{"addr and sentinel", withShared(t, "      addr: redis:6379\n", "      addr: redis:6379\n"+sentinelLines), "cache.shared.redis.sentinel", 10, "cannot be set with addr"},
+		{"empty addr and sentinel", withShared(t, "      addr: redis:6379\n", "      addr: \"\"\n"+sentinelLines), "cache.shared.redis.sentinel", 10, "cannot be set with addr"},
+		{"sentinel null", sharedLine(t, "{redis: {sentinel: ~}, encryption_key_file: k}"), "cache.shared.redis.addr", 7, "required: addr (host:port) or sentinel"},
+		{"sentinel not a mapping", sharedLine(t, `{redis: {sentinel: ["s:26379"]}, encryption_key_file: k}`), "cache.shared.redis.sentinel", 7, "must be a mapping, got a list"},
+		{"sentinel unknown field", withSentinel(t, "        master: mymaster\n", "        master: mymaster\n        quorum: 2\n"), "cache.shared.redis.sentinel.quorum", 11, "unknown field"},
+		{"sentinel without master", withSentinel(t, "        master: mymaster\n", ""), "cache.shared.redis.sentinel.master", 9, "required: the name the sentinels monitor the master under"},
+		{"sentinel master empty", withSentinel(t, "master: mymaster", `master: ""`), "cache.shared.redis.sentinel.master", 10, "required"},
+		{"sentinel master not a string", withSentinel(t, "master: mymaster", "master: {a: b}"), "cache.shared.redis.sentinel.master", 10, "must be a string, got a mapping"},
+		{"sentinel without addrs", withSentinel(t, "        addrs: [\"sentinel-0.sentinel:26379\", \"sentinel-1.sentinel:26379\"]\n", ""), "cache.shared.redis.sentinel.addrs", 9, "required: 1-16 sentinel addresses (host:port)"},
+		{"sentinel addrs empty", withSentinel(t, `addrs: ["sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"]`, "addrs: []"), "cache.shared.redis.sentinel.addrs", 11, "required: 1-16 sentinel addresses"},
+		{"sentinel addrs not a list", withSentinel(t, `addrs: ["sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"]`, "addrs: sentinel-0:26379"), "cache.shared.redis.sentinel.addrs", 11, "must be a list, got a string"},
+		{"sentinel addrs too many", withSentinel(t, `addrs: ["sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"]`, "addrs: ["+sentinelAddrs(17)+"]"), "cache.shared.redis.sentinel.addrs", 11, "at most 16 sentinels, got 17"},
+		{"sentinel addr empty", withSentinel(t, `"sentinel-1.sentinel:26379"`, `""`), "cache.shared.redis.sentinel.addrs[1]", 11, "required: host:port, such as sentinel-0:26379"},
+		{"sentinel addr without port", withSentinel(t, `"sentinel-1.sentinel:26379"`, "sentinel-1"), "cache.shared.redis.sentinel.addrs[1]", 11, `must be host:port, such as sentinel-0:26379, got "sentinel-1"`},
+		{"sentinel addr without host", withSentinel(t, `"sentinel-1.sentinel:26379"`, `":26379"`), "cache.shared.redis.sentinel.addrs[1]", 11, `must name a host, such as sentinel-0:26379, got ":26379"`},
+		{"sentinel addr port 0", withSentinel(t, `"sentinel-1.sentinel:26379"`, "sentinel-1:0"), "cache.shared.redis.sentinel.addrs[1]", 11, `port must be a number from 1 to 65535, got "0"`},
+		{"sentinel addr a URL", withSentinel(t, `"sentinel-1.sentinel:26379"`, `"redis://sentinel-1:26379"`), "cache.shared.redis.sentinel.addrs[1]", 11, "must be host:port, such as sentinel-0:26379, not a URL"},
+		{"sentinel addr not a string", withSentinel(t, `"sentinel-1.sentinel:26379"`, "[a, b]"), "cache.shared.redis.sentinel.addrs[1]", 11, "must be a string, got a list"},
+		{"sentinel addrs repeated", withSentinel(t, `"sentinel-1.sentinel:26379"`, `"Sentinel-0.sentinel:26379"`), "cache.shared.redis.sentinel.addrs[1]", 11,
+			"same address as cache.shared.redis.sentinel.addrs[0]: list each sentinel once"},
+		{"sentinel username empty", withSentinel(t, "username: sentinel-user", `username: ""`), "cache.shared.redis.sentinel.username", 12, "must not be empty; leave the field out for the sentinels' default user"},
+		{"sentinel password_file empty", withSentinel(t, "password_file: /run/secrets/sentinel-password", `password_file: ""`), "cache.shared.redis.sentinel.password_file", 13, "must name a file; leave the field out for sentinels without a password"},
+		{"sentinel password_file not a string", withSentinel(t, "password_file: /run/secrets/sentinel-password", "password_file: [a]"), "cache.shared.redis.sentinel.password_file", 13, "must be a string, got a list"},
+		{"sentinel password inline", withSentinel(t, "        password_file: /run/secrets/sentinel-password\n", "        password: x\n"), "cache.shared.redis.sentinel.password", 13, "unknown field"},
+		{"redis field under sentinel", withSentinel(t, "        username: sentinel-user\n", "        db: 1\n"), "cache.shared.redis.sentinel.db", 12, "unknown field"},
+
 		{"shared without encryption_key_file", withShared(t, "    encryption_key_file: /run/secrets/cache-seal.key\n", ""), "cache.shared.encryption_key_file", 7, "required: a file holding 32 random bytes in base64 (openssl rand -base64 32)"},
 		{"encryption_key_file empty", withShared(t, "encryption_key_file: /run/secrets/cache-seal.key", `encryption_key_file: ""`), "cache.shared.encryption_key_file", 19, "required"},
 		{"encryption_key_file not a string", withShared(t, "encryption_key_file: /run/secrets/cache-seal.key", "encryption_key_file: [a, b]"), "cache.shared.encryption_key_file", 19, "must be a string, got a list"},
@@ -396,6 +425,11 @@ func TestParseAcceptsLimits(t *testing.T) {
 		{"redis on IPv6", withShared(t, "addr: redis:6379", `addr: "[fd00::6]:6379"`)},
 		{"redis tls without a client certificate", withShared(t, "        cert_file: tls/client.crt\n        key_file: tls/client.key\n", "")},
 		{"redis tls empty", withShared(t, "      tls:\n        ca_file: redis-ca.crt\n        cert_file: tls/client.crt\n        key_file: tls/client.key\n        server_name: redis.internal\n", "      tls: {}\n")},
+		{"sentinel, every field", withSentinel(t)},
+		{"one sentinel", withSentinel(t, `["sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"]`, `["sentinel-0.sentinel:26379"]`)},
+		{"16 sentinels", withSentinel(t, `["sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"]`, "["+sentinelAddrs(16)+"]")},
+		{"sentinels on IPv6 and ports 1 and 65535", withSentinel(t, `["sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379"]`, `["[fd00::7]:1", "10.0.0.7:65535"]`)},
+		{"sentinel options null", withSentinel(t, "username: sentinel-user", "username: ~", "password_file: /run/secrets/sentinel-password", "password_file: ~")},
 		{"four previous keys", withShared(t, "[/run/secrets/cache-seal-old.key, ./old/../older.key]", "[a, b, c, d]")},
 		{"no previous keys", withShared(t, "[/run/secrets/cache-seal-old.key, ./old/../older.key]", "[]")},
 	}
@@ -665,6 +699,29 @@ func TestGroups(t *testing.T) {
 	}
 }
 
+// A redis block wrong in many ways at once, addr and sentinel both set among
+// them, gets one problem for each.
+func TestParseSentinelProblems(t *testing.T) {
+	doc := withShared(t, "      addr: redis:6379\n", "      addr: redis\n      sentinel: {addrs: [\"s:1\", \"s:1\", \"s\"], username: \"\", password_file: \"\"}\n")
+	got := problems(t, doc, keyDir(t))
+	want := []string{
+		"cache.shared.redis.addr: must be host:port, such as redis:6379, got \"redis\" (line 9)",
+		"cache.shared.redis.sentinel.master: required: the name the sentinels monitor the master under (sentinel monitor NAME ...) (line 10)",
+		"cache.shared.redis.sentinel.addrs[1]: same address as cache.shared.redis.sentinel.addrs[0]: list each sentinel once (line 10)",
+		"cache.shared.redis.sentinel.addrs[2]: must be host:port, such as sentinel-0:26379, got \"s\" (line 10)",
+		"cache.shared.redis.sentinel.username: must not be empty; leave the field out for the sentinels' default user (line 10)",
+		"cache.shared.redis.sentinel.password_file: must name a file; leave the field out for sentinels without a password (line 10)",
+		"cache.shared.redis.sentinel: cannot be set with addr: give the master's address in addr, or the sentinels that know it in sentinel, not both (line 10)",
+	}
+	var lines []string
+	for _, p := range got {
+		lines = append(lines, p.String())
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // No secret a config might hold by mistake reaches a message.
 func TestNoSecretsInMessages(t *testing.T) {
 	const key = "tb_live_0123456789abcdefSECRET"
@@ -681,6 +738,8 @@ func TestNoSecretsInMessages(t *testing.T) {
 		{"passphrase instead of its file, under a file", keyOpt(t, "key_passphrase_file: k.pem/"+password)},
 		{"password in the redis addr", sharedLine(t, "{redis: {addr: \"redis://:"+password+"@redis:6379\"}, encryption_key_file: k}")},
 		{"password in a redis addr without a scheme", sharedLine(t, "{redis: {addr: \"tokenbroker:"+password+"@redis:6379\"}, encryption_key_file: k}")},
+		{"password in a sentinel addr", sharedLine(t, "{redis: {sentinel: {master: m, addrs: [\"redis://:"+password+"@s:26379\"]}}, encryption_key_file: k}")},
+		{"password in a sentinel addr without a scheme", sharedLine(t, "{redis: {sentinel: {master: m, addrs: [\"u:"+password+"@s:26379\"]}}, encryption_key_file: k}")},
 		{"sealing key instead of its file, repeated", sharedLine(t, "{redis: {addr: \"redis:6379\"}, encryption_key_file: "+password+", previous_encryption_key_files: ["+password+"]}")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -819,4 +878,14 @@ func kindProblems(t *testing.T) []struct {
 		{"account tokens for client credentials", editKinds(t, "{tenant: pk, groups: [\"*\"]}", "{tenant: pk, groups: [\"*\"], account_tokens: true}"), "callers[0].allow[2].account_tokens", 14, "issues client tokens only"},
 		{"custom claims off pismo_oidc", editKinds(t, "{tenant: pa, groups: [\"*\"], account_tokens: true}", "{tenant: pa, groups: [\"*\"], account_tokens: true, custom_claims: [x]}"), "callers[0].allow[1].custom_claims", 13, "takes no custom claims; only pismo_oidc does"},
 	}
+}
+
+// sentinelAddrs returns n distinct sentinel addresses, as a YAML flow list's
+// items.
+func sentinelAddrs(n int) string {
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("sentinel-%d:26379", i)
+	}
+	return strings.Join(addrs, ", ")
 }

@@ -60,6 +60,7 @@ const (
 	maxRedisTimeout        = 5 * time.Second
 	maxRedisDB             = 65535
 	maxPreviousSealKeys    = 4
+	maxSentinels           = 16
 )
 
 // kinds are the upstream kinds, in the order messages list them.
@@ -753,9 +754,29 @@ func (p *parser) shared(path string, r *rawShared) *SharedCache {
 	return s
 }
 
-// redis checks where the shared cache's Redis is and how to talk to it.
+// The examples of addresses that messages give.
+const (
+	redisAddrExample    = "redis:6379"
+	sentinelAddrExample = "sentinel-0:26379"
+)
+
+// redis checks where the shared cache's Redis is, at addr or through its
+// sentinels, and how to talk to it.
 func (p *parser) redis(path string, r *rawRedis) Redis {
-	rd := Redis{Addr: p.redisAddr(path+".addr", r.Addr)}
+	var rd Redis
+	addrSet := r.Addr != nil && *r.Addr != ""
+	if addrSet {
+		rd.Addr = p.redisAddr(path+".addr", *r.Addr, redisAddrExample)
+	}
+	switch {
+	case r.Sentinel != nil:
+		rd.Sentinel = p.sentinel(path+".sentinel", r.Sentinel)
+		if r.Addr != nil {
+			p.fail(path+".sentinel", "cannot be set with addr: give the master's address in addr, or the sentinels that know it in sentinel, not both")
+		}
+	case !addrSet:
+		p.fail(path+".addr", "required: addr (host:port) or sentinel")
+	}
 	if r.Username != nil {
 		if *r.Username == "" {
 			p.fail(path+".username", "must not be empty; leave the field out for Redis's default user")
@@ -774,6 +795,47 @@ func (p *parser) redis(path string, r *rawRedis) Redis {
 		rd.TLS = p.redisTLS(path+".tls", r.TLS)
 	}
 	return rd
+}
+
+// sentinel checks the sentinel block of the shared cache's Redis: the
+// master's name, the sentinels' addresses and the sentinels' own
+// credentials.
+func (p *parser) sentinel(path string, r *rawSentinel) *RedisSentinel {
+	s := &RedisSentinel{}
+	if r.Master == nil || *r.Master == "" {
+		p.fail(path+".master", "required: the name the sentinels monitor the master under (sentinel monitor NAME ...)")
+	} else {
+		s.Master = *r.Master
+	}
+	ap := path + ".addrs"
+	switch n := len(r.Addrs); {
+	case n == 0:
+		p.fail(ap, "required: 1-%d sentinel addresses (host:port), such as [%s]", maxSentinels, sentinelAddrExample)
+	case n > maxSentinels:
+		p.fail(ap, "at most %d sentinels, got %d", maxSentinels, n)
+	default:
+		seen := map[string]string{} // lowercased address → path of its item
+		for i, a := range r.Addrs {
+			ip := fmt.Sprintf("%s[%d]", ap, i)
+			if a = p.redisAddr(ip, a, sentinelAddrExample); a == "" {
+				continue
+			}
+			s.Addrs = append(s.Addrs, a)
+			if first, dup := seen[strings.ToLower(a)]; dup {
+				p.fail(ip, "same address as %s: list each sentinel once", first)
+			} else {
+				seen[strings.ToLower(a)] = ip
+			}
+		}
+	}
+	if r.Username != nil {
+		if *r.Username == "" {
+			p.fail(path+".username", "must not be empty; leave the field out for the sentinels' default user")
+		}
+		s.Username = *r.Username
+	}
+	s.PasswordFile = p.optionalFile(path+".password_file", r.PasswordFile, "; leave the field out for sentinels without a password")
+	return s
 }
 
 // redisTLS checks the optional tls block of the shared cache's Redis: every
@@ -812,26 +874,27 @@ func (p *parser) optionalFile(path string, s *string, hint string) string {
 	return p.resolve(*s)
 }
 
-// redisAddr checks the address of a Redis server: host:port with a host and
-// a port from 1 to 65535. A value with a scheme or a user is not repeated:
-// it may hold the password.
-func (p *parser) redisAddr(path, s string) string {
+// redisAddr checks the address of a Redis server or of a sentinel:
+// host:port with a host and a port from 1 to 65535; messages give example
+// as one. A value with a scheme or a user is not repeated: it may hold the
+// password.
+func (p *parser) redisAddr(path, s, example string) string {
 	if s == "" {
-		p.fail(path, "required: host:port, such as redis:6379")
+		p.fail(path, "required: host:port, such as %s", example)
 		return ""
 	}
 	if strings.Contains(s, "://") || strings.Contains(s, "@") {
-		p.fail(path, "must be host:port, such as redis:6379, not a URL (the value is not shown: it may hold the password); "+
-			"the user goes in username and the password in password_file")
+		p.fail(path, "must be host:port, such as %s, not a URL (the value is not shown: it may hold the password); "+
+			"the user goes in username and the password in password_file", example)
 		return ""
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		p.fail(path, "must be host:port, such as redis:6379, got %s", quote(s))
+		p.fail(path, "must be host:port, such as %s, got %s", example, quote(s))
 		return ""
 	}
 	if host == "" {
-		p.fail(path, "must name a host, such as redis:6379, got %s", quote(s))
+		p.fail(path, "must name a host, such as %s, got %s", example, quote(s))
 		return ""
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {

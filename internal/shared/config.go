@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -17,18 +18,54 @@ const (
 )
 
 // Config is the configuration of a [Store]. The zero value of every field but
-// Addr means its default.
+// Addr and the Sentinel fields means its default.
+//
+// The Store reaches Redis in one of two ways: at Addr, or through Redis
+// Sentinel, with SentinelMaster and SentinelAddrs set and Addr empty.
+// Exactly one of them is configured. Username, Password, TLS and DB apply
+// to the Redis master either way.
 type Config struct {
-	// Addr is the Redis server's host:port. It is required.
+	// Addr is the Redis server's host:port. It is required unless
+	// SentinelMaster is set, and must then be empty.
 	Addr string
-	// Username is the ACL user; empty means the default user.
+
+	// SentinelMaster is the name under which the sentinels monitor the
+	// Redis master (sentinel monitor NAME ...). Set, the Store asks the
+	// sentinels at SentinelAddrs where the master is, whenever it opens a
+	// connection, and follows failovers: when a sentinel announces a new
+	// master (+switch-master), the pooled connections to the old one are
+	// dropped, and a connection that fails is reopened to whichever
+	// master the sentinels name then. A failover is an outage like any
+	// other for the Store: calls fail with [ErrUnavailable] until the new
+	// master answers, and it comes up empty unless it was a replica.
+	SentinelMaster string
+	// SentinelAddrs are the sentinels' host:port addresses: at least one,
+	// when SentinelMaster is set. The sentinels they know of are asked
+	// too.
+	SentinelAddrs []string
+	// SentinelUsername is the sentinels' own ACL user; empty means their
+	// default user.
+	SentinelUsername string
+	// SentinelPassword is the sentinels' own password, already read from
+	// its file by the caller; empty means none.
+	SentinelPassword string
+
+	// Username is the Redis master's ACL user; empty means the default
+	// user.
 	Username string
-	// Password is the password itself, already read from its file by the
-	// caller; empty means none.
+	// Password is the Redis master's password itself, already read from its
+	// file by the caller; empty means none.
 	Password string
 	// TLS, when set, is the client TLS configuration; nil means plain TCP.
+	// With Sentinel, the same configuration is used for the connections to
+	// the sentinels too (go-redis's FailoverOptions has one TLSConfig for
+	// both): the sentinels must then speak TLS as well, with certificates
+	// that the same roots verify. A ServerName set in it is checked on the
+	// master and on every sentinel alike; left empty, each connection
+	// checks the host it dials, which for the master is the address the
+	// sentinels report (an IP address, unless they announce hostnames).
 	TLS *tls.Config
-	// DB is the logical database number.
+	// DB is the logical database number on the Redis master.
 	DB int
 
 	// Timeout bounds each operation (each round trip, including waiting for a
@@ -92,8 +129,18 @@ func (noMetrics) InvalidationDropped() {}
 
 // withDefaults validates c and fills in its zero fields.
 func (c Config) withDefaults() (Config, error) {
-	if c.Addr == "" {
-		return c, errors.New("shared: config: addr is required")
+	sentinel := c.SentinelMaster != "" || len(c.SentinelAddrs) > 0 || c.SentinelUsername != "" || c.SentinelPassword != ""
+	switch {
+	case c.Addr != "" && sentinel:
+		return c, errors.New("shared: config: addr and sentinel are both set; configure one of them")
+	case c.Addr == "" && !sentinel:
+		return c, errors.New("shared: config: addr is required, or a sentinel master and addrs")
+	case sentinel && c.SentinelMaster == "":
+		return c, errors.New("shared: config: sentinel master name is required with sentinel addrs, username or password")
+	case sentinel && len(c.SentinelAddrs) == 0:
+		return c, errors.New("shared: config: sentinel addrs are required with a sentinel master")
+	case sentinel && slices.Contains(c.SentinelAddrs, ""):
+		return c, errors.New("shared: config: a sentinel addr is empty")
 	}
 	if c.DB < 0 {
 		return c, fmt.Errorf("shared: config: db %d is negative", c.DB)

@@ -53,6 +53,19 @@
 // Redis again; when one succeeds, the episode ends with one Episode(false,
 // nil). There is no background health check: the probe is the next call.
 //
+// # Sentinel
+//
+// With [Config].SentinelMaster set instead of Addr, the Store finds the
+// Redis master through Redis Sentinel: each new connection asks a sentinel
+// (SENTINEL GET-MASTER-ADDR-BY-NAME) where the master is, and the Store
+// listens on the sentinel for +switch-master to drop its connections to a
+// master that was replaced. A failover is one more down episode: calls fail
+// with [ErrUnavailable] until the new master answers (the probe and the
+// subscription's reconnection find it), and what the old master held and
+// the new one had not replicated is lost, which costs exchanges, not
+// correctness. Sentinels that do not answer count like a Redis that does
+// not: the call fails within [Config].Timeout.
+//
 // # Redis layout
 //
 // With the default prefix "tb:v1:", the value of name is the string key

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,15 +91,47 @@ type Store struct {
 }
 
 // New validates cfg, fills in its defaults and returns a Store. It does not
-// wait for Redis: a Store starts healthy and connects on first use, and its
-// subscription connects (and reconnects) in the background. Close it when
-// done.
+// wait for Redis (nor ask the sentinels): a Store starts healthy and
+// connects on first use, and its subscription connects (and reconnects) in
+// the background. Close it when done.
 func New(cfg Config) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	opts := &redis.Options{
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		cfg:        cfg,
+		rdb:        newClient(cfg),
+		id:         rand.Text(),
+		setChannel: cfg.Prefix + "set",
+		invChannel: cfg.Prefix + "inv",
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		cancel:     cancel,
+		waiters:    make(map[string]map[*waiter]struct{}),
+		invSubs:    make(map[*invSub]struct{}),
+	}
+	go s.subscribe(ctx)
+	return s, nil
+}
+
+// newClient returns the go-redis client for cfg: one Redis at cfg.Addr, or
+// the master that the sentinels name. Both get the same settings, which
+// options holds.
+func newClient(cfg Config) *redis.Client {
+	o := options(cfg)
+	if cfg.SentinelMaster == "" {
+		return redis.NewClient(o)
+	}
+	return redis.NewFailoverClient(failoverOptions(o, cfg))
+}
+
+// options are the settings of every connection the Store opens, with
+// cfg.Addr: the timeouts, the pool and the retries. Through Sentinel they
+// also apply to the connections to the sentinels.
+func options(cfg Config) *redis.Options {
+	return &redis.Options{
 		Addr:      cfg.Addr,
 		Username:  cfg.Username,
 		Password:  cfg.Password,
@@ -119,21 +152,32 @@ func New(cfg Config) (*Store, error) {
 			Mode: maintnotifications.ModeDisabled,
 		},
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{
-		cfg:        cfg,
-		rdb:        redis.NewClient(opts),
-		id:         rand.Text(),
-		setChannel: cfg.Prefix + "set",
-		invChannel: cfg.Prefix + "inv",
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		cancel:     cancel,
-		waiters:    make(map[string]map[*waiter]struct{}),
-		invSubs:    make(map[*invSub]struct{}),
+}
+
+// failoverOptions carries o's settings, but its address, over to a client
+// that asks the sentinels of cfg for the master. go-redis applies them to
+// the master and to the sentinels alike, TLS included, and always disables
+// maintenance notifications for a failover client.
+func failoverOptions(o *redis.Options, cfg Config) *redis.FailoverOptions {
+	return &redis.FailoverOptions{
+		MasterName:       cfg.SentinelMaster,
+		SentinelAddrs:    slices.Clone(cfg.SentinelAddrs),
+		SentinelUsername: cfg.SentinelUsername,
+		SentinelPassword: cfg.SentinelPassword,
+
+		Username:  o.Username,
+		Password:  o.Password,
+		DB:        o.DB,
+		TLSConfig: o.TLSConfig,
+
+		DialTimeout:           o.DialTimeout,
+		DialerRetries:         o.DialerRetries,
+		MaxRetries:            o.MaxRetries,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		PoolTimeout:           o.PoolTimeout,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
 	}
-	go s.subscribe(ctx)
-	return s, nil
 }
 
 // Close ends the subscription, closes the channels returned by

@@ -6,6 +6,8 @@
 // install redis-server), unless the environment variable [RequireEnv] is "1",
 // in which case it fails it. [Server.Stop] and [Server.Restart] simulate an
 // outage: the server goes away and comes back on the same address, empty.
+// [StartSentinel] runs the same binary as a Redis Sentinel that monitors a
+// server, under the same rules.
 //
 // The package talks to the server with a few lines of RESP of its own, so it
 // depends on no Redis client. It is imported only by tests.
@@ -19,6 +21,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +52,7 @@ type Server struct {
 	bin  string
 	dir  string
 	addr string
+	conf string // the config file, first on the command line; "" for none
 	args []string
 	// password is given to AUTH before each command, when set.
 	password string
@@ -91,6 +95,20 @@ func (b *buffer) String() string {
 // the password given to --requirepass, if any.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
+	s := &Server{t: t, bin: lookBinary(t), dir: t.TempDir(), args: args}
+	for i, a := range args {
+		if a == "--requirepass" && i+1 < len(args) {
+			s.password = args[i+1]
+		}
+	}
+	s.launch()
+	return s
+}
+
+// lookBinary finds redis-server, or skips the test (fails it under
+// RequireEnv=1).
+func lookBinary(t testing.TB) string {
+	t.Helper()
 	bin, err := exec.LookPath(Binary)
 	if err != nil {
 		if os.Getenv(RequireEnv) == "1" {
@@ -98,28 +116,28 @@ func Start(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redis-server not installed (Debian: apt-get install redis-server); skipping")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
-	for i, a := range args {
-		if a == "--requirepass" && i+1 < len(args) {
-			s.password = args[i+1]
-		}
-	}
-	t.Cleanup(s.Stop)
+	return bin
+}
+
+// launch starts s on a free loopback port, trying a few, and stops it when
+// the test ends.
+func (s *Server) launch() {
+	s.t.Helper()
+	s.t.Cleanup(s.Stop)
 	var errs []error
 	for range startAttempts {
 		addr, err := freeAddr()
 		if err != nil {
-			t.Fatalf("redistest: %v", err)
+			s.t.Fatalf("redistest: %v", err)
 		}
 		s.addr = addr
 		if err := s.start(); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		return s
+		return
 	}
-	t.Fatalf("redistest: redis-server did not start: %v", errors.Join(errs...))
-	return nil
+	s.t.Fatalf("redistest: redis-server did not start: %v", errors.Join(errs...))
 }
 
 // Addr is the server's host:port; it stays the same across Restart.
@@ -161,9 +179,10 @@ func (s *Server) Restart() {
 }
 
 // Do sends one command and returns the server's reply as text: a simple
-// string, an error ("ERR ..."), an integer, a bulk string, or "(nil)". It
-// fails the test if the server cannot be reached. It is for checking state
-// from tests without a Redis client.
+// string, an error ("ERR ..."), an integer, a bulk string, "(nil)", or an
+// array's elements separated by spaces. It fails the test if the server
+// cannot be reached. It is for checking state from tests without a Redis
+// client.
 func (s *Server) Do(args ...string) string {
 	s.t.Helper()
 	reply, err := s.do(args...)
@@ -178,7 +197,11 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(append(args,
 		"--port", port,
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -186,7 +209,7 @@ func (s *Server) start() error {
 		"--dir", s.dir,
 		"--daemonize", "no",
 		"--logfile", "",
-	}, s.args...)
+	), s.args...)
 	cmd := exec.Command(s.bin, args...)
 	out := &buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -264,9 +287,41 @@ func roundTrip(conn net.Conn, r *bufio.Reader, args ...string) (string, error) {
 	if line == "" {
 		return "", errors.New("empty reply")
 	}
+	return reply(r, line)
+}
+
+// reply reads the rest of the reply whose first line is line. An array is
+// returned as its elements separated by spaces (nested ones flattened), an
+// empty one as "(empty)".
+func reply(r *bufio.Reader, line string) (string, error) {
 	switch line[0] {
 	case '+', '-', ':':
 		return line[1:], nil
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil {
+			return "", fmt.Errorf("bad reply %q", line)
+		}
+		if n < 0 {
+			return "(nil)", nil
+		}
+		if n == 0 {
+			return "(empty)", nil
+		}
+		elems := make([]string, n)
+		for i := range elems {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return "", err
+			}
+			if l = strings.TrimSuffix(l, "\r\n"); l == "" {
+				return "", errors.New("empty reply")
+			}
+			if elems[i], err = reply(r, l); err != nil {
+				return "", err
+			}
+		}
+		return strings.Join(elems, " "), nil
 	case '$':
 		n, err := strconv.Atoi(line[1:])
 		if err != nil {
@@ -282,4 +337,72 @@ func roundTrip(conn net.Conn, r *bufio.Reader, args ...string) (string, error) {
 		return string(buf[:n]), nil
 	}
 	return "", fmt.Errorf("unsupported reply %q", line)
+}
+
+// Sentinel is a redis-server running as a Redis Sentinel that monitors one
+// master. Its Server methods apply to it: Do sends it commands (SENTINEL
+// ...), Stop and Restart stop it and start it again on the same address,
+// keeping what it learnt (it rewrites its config file).
+type Sentinel struct {
+	*Server
+	name string
+}
+
+// The sentinel's timings, short for tests: the master counts as down after
+// sentinelDownAfter without an answer, and a failover that has not
+// completed in sentinelFailoverTimeout is abandoned (and retried after
+// twice that).
+const (
+	sentinelDownAfter       = 1000 * time.Millisecond
+	sentinelFailoverTimeout = 3000 * time.Millisecond
+)
+
+// StartSentinel runs a Redis Sentinel on a free loopback port that monitors
+// master under name, with a quorum of 1 (it alone decides a failover), and
+// returns it once it names master as name's master. Replicas of master that
+// are already attached are known to it at once, from its first look at the
+// master. It is stopped when the test ends; like [Start], it skips the test
+// if redis-server is not installed.
+func StartSentinel(t testing.TB, master *Server, name string) *Sentinel {
+	t.Helper()
+	host, port, err := net.SplitHostPort(master.Addr())
+	if err != nil {
+		t.Fatalf("redistest: master address: %v", err)
+	}
+	s := &Sentinel{Server: &Server{t: t, bin: lookBinary(t), dir: t.TempDir(), args: []string{"--sentinel"}}, name: name}
+	conf := fmt.Sprintf("sentinel monitor %s %s %s 1\n"+
+		"sentinel down-after-milliseconds %[1]s %[4]d\n"+
+		"sentinel failover-timeout %[1]s %[5]d\n",
+		name, host, port, sentinelDownAfter.Milliseconds(), sentinelFailoverTimeout.Milliseconds())
+	if master.password != "" {
+		conf += fmt.Sprintf("sentinel auth-pass %s %s\n", name, master.password)
+	}
+	// Sentinel rewrites its config file, so it must be writable.
+	s.conf = filepath.Join(s.dir, "sentinel.conf")
+	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	s.launch()
+	for range readyAttempts {
+		if s.MasterAddr() == master.Addr() {
+			return s
+		}
+		time.Sleep(readyPause)
+	}
+	t.Fatalf("redistest: sentinel on %s names %q as %s's master, want %s", s.Addr(), s.MasterAddr(), name, master.Addr())
+	return nil
+}
+
+// Name is the master's name, as the sentinel monitors it.
+func (s *Sentinel) Name() string { return s.name }
+
+// MasterAddr is the master's host:port as the sentinel names it now, which
+// changes after a failover; "" if it names none or cannot be reached.
+func (s *Sentinel) MasterAddr() string {
+	reply, err := s.do("SENTINEL", "get-master-addr-by-name", s.name)
+	host, port, ok := strings.Cut(reply, " ")
+	if err != nil || !ok {
+		return ""
+	}
+	return net.JoinHostPort(host, port)
 }

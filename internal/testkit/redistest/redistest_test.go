@@ -2,7 +2,9 @@ package redistest_test
 
 import (
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/internal/testkit/redistest"
 )
@@ -51,5 +53,47 @@ func TestPassword(t *testing.T) {
 	s := redistest.Start(t, "--requirepass", "secret")
 	if got := s.Do("PING"); got != "PONG" {
 		t.Fatalf("PING with the password = %q, want PONG", got)
+	}
+}
+
+func TestSentinel(t *testing.T) {
+	m := redistest.Start(t)
+	s := redistest.StartSentinel(t, m, "mymaster")
+	if s.Addr() == m.Addr() {
+		t.Fatalf("sentinel and master both on %s", s.Addr())
+	}
+	if got := s.MasterAddr(); got != m.Addr() {
+		t.Fatalf("MasterAddr = %q, want %s", got, m.Addr())
+	}
+	host, port, _ := net.SplitHostPort(m.Addr())
+	if got, want := s.Do("SENTINEL", "get-master-addr-by-name", "mymaster"), host+" "+port; got != want {
+		t.Fatalf("get-master-addr-by-name = %q, want %q", got, want)
+	}
+	if got := s.Do("SENTINEL", "get-master-addr-by-name", "other"); got != "(nil)" {
+		t.Fatalf("get-master-addr-by-name of an unknown name = %q, want (nil)", got)
+	}
+	if got := s.Name(); got != "mymaster" {
+		t.Fatalf("Name = %q, want mymaster", got)
+	}
+
+	s.Stop()
+	if got := s.MasterAddr(); got != "" {
+		t.Fatalf("MasterAddr of a stopped sentinel = %q, want empty", got)
+	}
+	s.Restart()
+	if got := s.MasterAddr(); got != m.Addr() {
+		t.Fatalf("MasterAddr after Restart = %q, want %s", got, m.Addr())
+	}
+}
+
+// A sentinel monitoring a master with a password authenticates to it.
+func TestSentinelPassword(t *testing.T) {
+	m := redistest.Start(t, "--requirepass", "secret")
+	s := redistest.StartSentinel(t, m, "mymaster")
+	// The sentinel reports the master down (flags s_down) if it cannot
+	// authenticate; give it a few pings' time to say either way.
+	time.Sleep(1500 * time.Millisecond)
+	if flags := s.Do("SENTINEL", "master", "mymaster"); !strings.Contains(flags, "flags master ") {
+		t.Fatalf("SENTINEL MASTER = %q, want flags master alone", flags)
 	}
 }
