@@ -27,9 +27,11 @@ type Shared interface {
 	// calls release, once, when it has stored the token or given up; until
 	// then the implementation keeps the lease alive.
 	Lease(ctx context.Context, tenant string, key []byte) (release func(), won bool, err error)
-	// Wait waits, while another replica holds key's lease, for the token it
-	// stores: false when the lease ended without one.
-	Wait(ctx context.Context, tenant string, key []byte) (SharedToken, bool, error)
+	// Wait waits, while another replica holds key's lease, for a token
+	// that accept takes: false when the lease ended without one. A token
+	// accept refuses (the one a refresh is replacing, or one too short-lived
+	// for the caller) is waited past, not returned.
+	Wait(ctx context.Context, tenant string, key []byte, accept func(Token) bool) (SharedToken, bool, error)
 	// Put stores tok for key for ttl, and wakes the replicas waiting for it.
 	Put(ctx context.Context, tenant string, key []byte, tok SharedToken, ttl time.Duration) error
 	// Evict removes key's token if it is still exactly rejected, and tells
@@ -83,11 +85,11 @@ func (b *Broker) fromShared(ctx context.Context, key []byte, tenant string, acce
 			}
 			return SharedToken{}, 0, release, nil
 		}
-		t, ok, err = b.shared.Wait(ctx, tenant, key)
+		t, ok, err = b.shared.Wait(ctx, tenant, key, accept)
 		if err != nil {
 			return SharedToken{}, 0, nil, ctx.Err()
 		}
-		if ok && accept(t.Token) {
+		if ok {
 			return t, StatusShared, nil, nil
 		}
 	}

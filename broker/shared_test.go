@@ -79,7 +79,7 @@ func (v view) Lease(_ context.Context, tenant string, key []byte) (func(), bool,
 	}, true, nil
 }
 
-func (v view) Wait(ctx context.Context, tenant string, key []byte) (broker.SharedToken, bool, error) {
+func (v view) Wait(ctx context.Context, tenant string, key []byte, accept func(broker.Token) bool) (broker.SharedToken, bool, error) {
 	id := v.ID(tenant, key)
 	for {
 		if v.m.fail.Load() {
@@ -89,7 +89,7 @@ func (v view) Wait(ctx context.Context, tenant string, key []byte) (broker.Share
 		t, ok := v.m.vals[id]
 		leased, changed := v.m.leases[id], v.m.changed
 		v.m.mu.Unlock()
-		if ok {
+		if ok && accept(t.Token) {
 			return t, true, nil
 		}
 		if !leased {
@@ -342,5 +342,38 @@ func TestSharedHolderGivesUpAnotherExchanges(t *testing.T) {
 	up.gate <- struct{}{}
 	if tok := <-second; tok.AccessToken != "token-2" {
 		t.Errorf("second replica got %v, want token-2 from its own exchange", tok)
+	}
+}
+
+// A replica whose refresh finds another replica exchanging for the key
+// waits for that replica's new token: the old token still stored is not
+// what it is waiting for.
+func TestSharedRefreshWaitsForTheHoldersToken(t *testing.T) {
+	up := &upstream{clock: newFakeClock(), ttl: 100 * time.Second}
+	m := newMemShared()
+	bs := replicas(t, up, m, 2)
+	a, b := bs[0], bs[1]
+	a.Token(context.Background(), req(), broker.Options{})
+	b.Token(context.Background(), req(), broker.Options{})
+
+	gate := make(chan struct{})
+	up.mu.Lock()
+	up.gate = gate
+	up.mu.Unlock()
+	up.clock.Advance(75 * time.Second) // past both refresh points
+	a.Token(context.Background(), req(), broker.Options{})
+	waitFor(t, func() bool { return up.calls.Load() == 2 }) // a holds the lease, exchanging
+	b.Token(context.Background(), req(), broker.Options{})  // b's refresh waits for a's token
+	time.Sleep(20 * time.Millisecond)
+	if n := up.calls.Load(); n != 2 {
+		t.Fatalf("exchanges = %d while the first replica refreshed: the second must wait for it", n)
+	}
+	close(gate)
+	waitFor(t, func() bool {
+		tok, _, _ := b.Token(context.Background(), req(), broker.Options{})
+		return tok.AccessToken == "token-2"
+	})
+	if n := up.calls.Load(); n != 2 {
+		t.Errorf("exchanges = %d, want 2", n)
 	}
 }

@@ -17,6 +17,7 @@ import (
 // holds nothing.
 type Lease struct {
 	s     *Store
+	name  string
 	key   string
 	token string // random, so that only this holder can release it
 }
@@ -29,7 +30,7 @@ type Lease struct {
 // previous holder may have stored it and released between the caller's miss
 // and its TryLease.
 func (s *Store) TryLease(ctx context.Context, name string) (Lease, bool, error) {
-	l := Lease{s: s, key: s.leaseKey(name), token: rand.Text()}
+	l := Lease{s: s, name: name, key: s.leaseKey(name), token: rand.Text()}
 	var won bool
 	err := s.do(ctx, "lease", func(ctx context.Context) error {
 		var err error
@@ -43,7 +44,8 @@ func (s *Store) TryLease(ctx context.Context, name string) (Lease, bool, error) 
 }
 
 // Release gives the lease up, so that waiters that find no value stop waiting
-// at once instead of at its expiry. It deletes the lease only if it is still
+// at once instead of at its expiry: the script that deletes it also wakes
+// them, as a Set does. It deletes the lease only if it is still
 // this holder's (a compare-and-delete of the token in one script), and
 // returns [ErrLeaseLost] if it was not: it had expired, perhaps to be taken
 // by another replica, which is left alone. Releasing the zero Lease does
@@ -57,7 +59,7 @@ func (l Lease) Release(ctx context.Context) error {
 	}
 	var released bool
 	err := l.s.do(ctx, "release", func(ctx context.Context) error {
-		n, err := releaseLease.Run(ctx, l.s.rdb, []string{l.key}, l.token).Int()
+		n, err := releaseLease.Run(ctx, l.s.rdb, []string{l.key}, l.token, l.s.setChannel, l.s.message(l.name)).Int()
 		released = n == 1
 		return err
 	})
@@ -113,6 +115,14 @@ func (s *Store) LeaseTTL() time.Duration { return s.cfg.LeaseTTL }
 // every [Config].PollInterval (jittered) in case a notification is missed.
 // Each look is one round trip, under the usual timeout and health rules.
 func (s *Store) Wait(ctx context.Context, name string) ([]byte, bool, error) {
+	return s.WaitFor(ctx, name, nil)
+}
+
+// WaitFor is [Store.Wait] for a value that accept takes: one it refuses,
+// such as the token a refresh is replacing, is waited past as if there were
+// none, and if the lease ends with only such a value there, WaitFor
+// returns false. A nil accept takes any value.
+func (s *Store) WaitFor(ctx context.Context, name string, accept func([]byte) bool) ([]byte, bool, error) {
 	w := s.addWaiter(name) // before the first look, so no notification is missed
 	defer s.removeWaiter(name, w)
 	var timer *time.Timer
@@ -126,7 +136,7 @@ func (s *Store) Wait(ctx context.Context, name string) ([]byte, bool, error) {
 		switch {
 		case err != nil:
 			return nil, false, err
-		case found:
+		case found && (accept == nil || accept(v)):
 			return v, true, nil
 		case !leased:
 			return nil, false, nil

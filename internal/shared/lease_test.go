@@ -324,3 +324,59 @@ func TestExtendOnlyOwnLease(t *testing.T) {
 		t.Fatalf("b's Release: %v", err)
 	}
 }
+
+// WaitFor waits past a value it does not accept (the token a refresh
+// replaces) for the holder's new one, and gives up when the lease ends with
+// only the old one there.
+func TestWaitForSkipsRefusedValues(t *testing.T) {
+	r := redistest.Start(t)
+	holder := newStore(t, r.Addr(), nil)
+	waiting := newStore(t, r.Addr(), func(c *Config) { c.PollInterval = time.Hour })
+	subscribed(t, waiting)
+	ctx := t.Context()
+	notOld := func(v []byte) bool { return string(v) != "old" }
+	if err := holder.Set(ctx, "n", []byte("old"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	l, won, err := holder.TryLease(ctx, "n")
+	if err != nil || !won {
+		t.Fatalf("TryLease = %v, %v", won, err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		v, ok, err := waiting.WaitFor(ctx, "n", notOld)
+		if err != nil || !ok {
+			t.Errorf("WaitFor = %v, %v", ok, err)
+		}
+		got <- string(v)
+	}()
+	waitFor(t, func() bool { return waiters(waiting, "n") == 1 })
+	if err := holder.Set(ctx, "n", []byte("new"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v != "new" {
+		t.Errorf("WaitFor returned %q, want the holder's new value", v)
+	}
+	l.Release(ctx)
+
+	// The lease ends with only a refused value there: false, at once.
+	if err := holder.Set(ctx, "n", []byte("old"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	l, _, _ = holder.TryLease(ctx, "n")
+	done := make(chan bool, 1)
+	go func() {
+		_, ok, _ := waiting.WaitFor(ctx, "n", notOld)
+		done <- ok
+	}()
+	waitFor(t, func() bool { return waiters(waiting, "n") == 1 })
+	l.Release(ctx)
+	select {
+	case ok := <-done:
+		if ok {
+			t.Error("WaitFor took a refused value")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitFor did not return when the lease ended (only a poll would find it: the release must wake it)")
+	}
+}

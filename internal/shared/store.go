@@ -39,11 +39,14 @@ end
 return 0
 `)
 
-// releaseLease deletes the lease KEYS[1] if it holds the token ARGV[1]; it
-// returns 1 if it deleted.
+// releaseLease deletes the lease KEYS[1] if it holds the token ARGV[1] and
+// then publishes ARGV[3] on channel ARGV[2], so that waiters look again at
+// once; it returns 1 if it deleted.
 var releaseLease = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-	return redis.call('DEL', KEYS[1])
+	redis.call('DEL', KEYS[1])
+	redis.call('PUBLISH', ARGV[2], ARGV[3])
+	return 1
 end
 return 0
 `)

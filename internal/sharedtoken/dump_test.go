@@ -83,7 +83,7 @@ func TestRedisSeesNothing(t *testing.T) {
 	if err := a.Put(ctx, tenant, key, tok, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok, err := b.Wait(ctx, tenant, key); err != nil || !ok || got.AccessToken != secret {
+	if got, ok, err := b.Wait(ctx, tenant, key, nil); err != nil || !ok || got.AccessToken != secret {
 		t.Fatalf("Wait = %v, %v, %v", got, ok, err)
 	}
 	collect(1) // the Put's notification

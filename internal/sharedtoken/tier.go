@@ -125,16 +125,21 @@ func (t *Tier) Get(ctx context.Context, tenant string, key []byte) (broker.Share
 // Wait waits, while another replica holds key's lease, for the value it
 // stores under the current name. A value that does not open, or has
 // expired, ends the wait as no value: the broker then tries the lease again.
-func (t *Tier) Wait(ctx context.Context, tenant string, key []byte) (broker.SharedToken, bool, error) {
+func (t *Tier) Wait(ctx context.Context, tenant string, key []byte, accept func(broker.Token) bool) (broker.SharedToken, bool, error) {
 	full := t.full(tenant, key)
-	raw, found, err := t.store.Wait(ctx, t.sealer.Name(full))
+	var got broker.SharedToken
+	_, found, err := t.store.WaitFor(ctx, t.sealer.Name(full), func(raw []byte) bool {
+		tok, ok := t.open(full, raw)
+		if !ok || !t.fresh(tok) || accept != nil && !accept(tok.Token) {
+			return false
+		}
+		got = tok
+		return true
+	})
 	if err != nil || !found {
 		return broker.SharedToken{}, false, err
 	}
-	if tok, ok := t.open(full, raw); ok && t.fresh(tok) {
-		return tok, true, nil
-	}
-	return broker.SharedToken{}, false, nil
+	return got, true, nil
 }
 
 // Put seals tok, bound to key, and stores it under the current name for ttl

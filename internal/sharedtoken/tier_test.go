@@ -135,7 +135,7 @@ func TestSealedExpiryWins(t *testing.T) {
 	if _, ok, err := rd.Get(ctx, "tenant-1", cacheKey); err != nil || ok {
 		t.Fatalf("Get after the sealed expiry = %v, %v; want a miss", ok, err)
 	}
-	if _, ok, err := rd.Wait(ctx, "tenant-1", cacheKey); err != nil || ok {
+	if _, ok, err := rd.Wait(ctx, "tenant-1", cacheKey, nil); err != nil || ok {
 		t.Fatalf("Wait after the sealed expiry = %v, %v; want false, nil", ok, err)
 	}
 	// At the expiry itself, it has expired.
@@ -179,7 +179,7 @@ func TestTamperedIsAMiss(t *testing.T) {
 		if _, ok, err := b.Get(ctx, "tenant-1", cacheKey); err != nil || ok {
 			t.Fatalf("Get of tampered value %d = %v, %v; want a miss", i, ok, err)
 		}
-		if _, ok, err := b.Wait(ctx, "tenant-1", cacheKey); err != nil || ok {
+		if _, ok, err := b.Wait(ctx, "tenant-1", cacheKey, nil); err != nil || ok {
 			t.Fatalf("Wait for tampered value %d = %v, %v; want false, nil", i, ok, err)
 		}
 		if err := b.Evict(ctx, "tenant-1", cacheKey, "tok-1"); err != nil {
@@ -312,7 +312,7 @@ func TestRedisDown(t *testing.T) {
 		t.Fatalf("Lease with Redis down = %v, %v; want false, ErrUnavailable", won, err)
 	}
 	release() // harmless
-	if _, _, err := a.Wait(ctx, "tenant-1", cacheKey); !errors.Is(err, shared.ErrUnavailable) {
+	if _, _, err := a.Wait(ctx, "tenant-1", cacheKey, nil); !errors.Is(err, shared.ErrUnavailable) {
 		t.Fatalf("Wait with Redis down: %v, want ErrUnavailable", err)
 	}
 	if err := a.Put(ctx, "tenant-1", cacheKey, token("tok", time.Hour), time.Hour); !errors.Is(err, shared.ErrUnavailable) {
@@ -404,7 +404,7 @@ func TestWaitReceivesPut(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		tok, ok, err := waiting.Wait(ctx, "tenant-1", cacheKey)
+		tok, ok, err := waiting.Wait(ctx, "tenant-1", cacheKey, nil)
 		done <- result{ok, err, tok.AccessToken}
 	}()
 	// Put once the waiter has most likely made its first look and parked,
@@ -431,7 +431,7 @@ func TestWaitHolderGaveUp(t *testing.T) {
 	}
 	done := make(chan bool, 1)
 	go func() {
-		_, ok, err := waiting.Wait(ctx, "tenant-1", cacheKey)
+		_, ok, err := waiting.Wait(ctx, "tenant-1", cacheKey, nil)
 		if err != nil {
 			t.Errorf("Wait: %v", err)
 		}
