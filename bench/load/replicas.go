@@ -367,7 +367,7 @@ func (rig *replicaRig) scenario(name string, shared bool, run int, split []int) 
 		}
 		closeLogs = append(closeLogs, closeLog)
 		if brokers[i], err = start(fmt.Sprintf("broker %d", i+1), logw, servingHTTPRE,
-			o.broker, "serve", "--config", cfgPath, "--log-format", "json", "--log-level", "info"); err != nil {
+			o.broker, "serve", "--config", cfgPath, "--log-format", "json", "--log-level", "info", "--log-calls", o.logCalls); err != nil {
 			return scenarioResult{}, err
 		}
 	}
