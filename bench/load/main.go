@@ -138,18 +138,25 @@ func main() {
 	}
 }
 
+// workDir is where a run keeps its files: -keep, or a temporary directory
+// that done removes.
+func workDir(keep, pattern string) (dir string, done func(), err error) {
+	if keep != "" {
+		return keep, func() {}, os.MkdirAll(keep, 0o755)
+	}
+	d, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
 func run(o options) error {
-	dir := o.keep
-	if dir == "" {
-		d, err := os.MkdirTemp("", "tokenbroker-load-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, done, err := workDir(o.keep, "tokenbroker-load-")
+	if err != nil {
 		return err
 	}
+	defer done()
 
 	// The upstream and the broker.
 	key, err := keystore.Generate(2048)

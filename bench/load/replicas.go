@@ -142,17 +142,11 @@ func runReplicas(o options) error {
 	if _, err := exec.LookPath(o.redis); err != nil {
 		return fmt.Errorf("-redis: %w (Debian: apt-get install redis-server)", err)
 	}
-	dir := o.keep
-	if dir == "" {
-		d, err := os.MkdirTemp("", "tokenbroker-replicas-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, done, err := workDir(o.keep, "tokenbroker-replicas-")
+	if err != nil {
 		return err
 	}
+	defer done()
 	rig := &replicaRig{o: o, dir: dir, callerKey: newCallerKey()}
 
 	// The tenant's key, the emulator that trusts it, and the seal key the
