@@ -120,6 +120,10 @@ const (
 	rigGroup  = "pismo-v1:group-secret:rw"
 )
 
+// newReplicaRig writes the replicas' config. Its Redis timeout is 1s, not
+// the default 50ms: under a loaded test run (-race, every package at once) a
+// round trip can take longer, and a replica that counts that as an outage
+// exchanges alone, which these tests would read as sharing that failed.
 func newReplicaRig(t *testing.T) *replicaRig {
 	t.Helper()
 	r := &replicaRig{t: t, redis: redistest.Start(t)}
@@ -155,7 +159,7 @@ func newReplicaRig(t *testing.T) *replicaRig {
 	cfg := fmt.Sprintf(`listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
 cache:
   shared:
-    redis: {addr: %q}
+    redis: {addr: %q, timeout: 1s}
     encryption_key_file: %s
 tenants:
   - id: %s

@@ -56,12 +56,12 @@ func TestSentinelReplicaStoresInMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("redis: {addr: %q}", r.redis.Addr())
+	addr := fmt.Sprintf("redis: {addr: %q, timeout: 1s}", r.redis.Addr())
 	if !strings.Contains(string(cfg), addr) {
 		t.Fatalf("the rig's config lacks %s", addr)
 	}
 	r.cfgPath = filepath.Join(dir, "broker.yaml")
-	sentinel := fmt.Sprintf("redis: {sentinel: {master: tb-master, addrs: [%q], username: sentinel-user, password_file: %s}}", sen.Addr(), pwFile)
+	sentinel := fmt.Sprintf("redis: {sentinel: {master: tb-master, addrs: [%q], username: sentinel-user, password_file: %s}, timeout: 1s}", sen.Addr(), pwFile)
 	if err := os.WriteFile(r.cfgPath, []byte(strings.Replace(string(cfg), addr, sentinel, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
