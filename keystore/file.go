@@ -74,30 +74,30 @@ func ReadPrivateFile(path string) ([]byte, error) {
 func readPrivateFile(path string, groupReadable bool) ([]byte, error) {
 	fi, err := os.Stat(path) // follows symlinks, as Kubernetes secret volumes need
 	if err != nil {
-		return nil, fmt.Errorf("keystore: key file: %w", err)
+		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	if err := checkKeyFile(path, fi, groupReadable); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: key file: %w", err)
+		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	defer f.Close()
 	// Check again what was opened, in case the file changed since Stat.
 	if fi, err = f.Stat(); err != nil {
-		return nil, fmt.Errorf("keystore: key file: %w", err)
+		return nil, fmt.Errorf("keystore: %w", err)
 	}
 	if err := checkKeyFile(path, fi, groupReadable); err != nil {
 		return nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("keystore: key file %s: %w", path, err)
+		return nil, fmt.Errorf("keystore: %s: %w", path, err)
 	}
 	if len(data) > maxKeyFileBytes {
 		clear(data)
-		return nil, fmt.Errorf("keystore: key file %s is larger than 1 MiB; it is not a key file", path)
+		return nil, fmt.Errorf("keystore: %s is larger than 1 MiB: no key or secret is", path)
 	}
 	return data, nil
 }
@@ -106,7 +106,7 @@ func readPrivateFile(path string, groupReadable bool) ([]byte, error) {
 // access or, with groupReadable, that only its owner may write.
 func checkKeyFile(path string, fi fs.FileInfo, groupReadable bool) error {
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("keystore: key file %s is not a regular file (mode %s)", path, fi.Mode())
+		return fmt.Errorf("keystore: %s is not a regular file (mode %s)", path, fi.Mode())
 	}
 	perm := fi.Mode().Perm()
 	if runtime.GOOS == "windows" { // Windows has no such mode bits
@@ -116,7 +116,7 @@ func checkKeyFile(path string, fi fs.FileInfo, groupReadable bool) error {
 		if perm&0o022 == 0 {
 			return nil
 		}
-		return fmt.Errorf("keystore: key file %s is writable by group or others (mode %04o), which the group-readable override does not allow; run: chmod go-w %s",
+		return fmt.Errorf("keystore: %s is writable by group or others (mode %04o), which the group-readable override does not allow; run: chmod go-w %s",
 			path, perm, shellQuote(path))
 	}
 	if perm&0o077 == 0 {
@@ -126,7 +126,7 @@ func checkKeyFile(path string, fi fs.FileInfo, groupReadable bool) error {
 	if perm&0o044 == 0 {
 		how = "accessible"
 	}
-	return fmt.Errorf("keystore: key file %s is %s by group or others (mode %04o); run: chmod 600 %s",
+	return fmt.Errorf("keystore: %s is %s by group or others (mode %04o); run: chmod 600 %s",
 		path, how, perm, shellQuote(path))
 }
 

@@ -90,7 +90,7 @@ func TestLoadFile(t *testing.T) {
 		{
 			name: "missing",
 			path: func(t *testing.T) string { return filepath.Join(dir, "missing.pem") },
-			want: []string{"keystore: key file: ", "missing.pem"},
+			want: []string{"keystore: ", "missing.pem"},
 			is:   fs.ErrNotExist,
 		},
 		{

@@ -414,7 +414,7 @@ func TestSoftHSM(t *testing.T) {
 			{"token attributes disagree", h.ref("pkcs11:token=broker;model=HSM9000;object=rsa"), "matches pkcs11:model=HSM9000;token=broker"},
 			{"other library", h.ref("pkcs11:library-description=Acme%20HSM;object=rsa"), "which pkcs11:library-description=Acme%20HSM does not match"},
 			{"bad URI", h.ref("pkcs11:token=broker"), "names no key"},
-			{"PIN file readable by others", pkcs11.Ref{URI: "pkcs11:object=rsa", Module: h.module, PINFile: worldReadable}, "PIN file: keystore: key file " + worldReadable + " is readable by group or others"},
+			{"PIN file readable by others", pkcs11.Ref{URI: "pkcs11:object=rsa", Module: h.module, PINFile: worldReadable}, "PIN file: keystore: " + worldReadable + " is readable by group or others"},
 			{"empty PIN file", pkcs11.Ref{URI: "pkcs11:object=rsa", Module: h.module, PINFile: empty}, "is empty"},
 			{"no PIN file", pkcs11.Ref{URI: "pkcs11:object=rsa", Module: h.module, PINFile: empty + ".absent"}, "no such file"},
 			{"no module", pkcs11.Ref{URI: "pkcs11:object=rsa", Module: notModule + ".absent", PINFile: h.pinFile}, "no such file"},
