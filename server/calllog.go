@@ -35,6 +35,28 @@ type call struct {
 
 type callKey struct{}
 
+// callContext carries a call's record: the context and the record in one
+// allocation, where context.WithValue and the record would take two. Its
+// Value answers callKey and defers everything else, cancellation included
+// (context's own lookups go through Value), to the context it wraps.
+type callContext struct {
+	context.Context
+	c call
+}
+
+func (x *callContext) Value(key any) any {
+	if key == (callKey{}) {
+		return &x.c
+	}
+	return x.Context.Value(key)
+}
+
+// withCall returns ctx carrying a new, empty call record, and the record.
+func withCall(ctx context.Context) (context.Context, *call) {
+	x := &callContext{Context: ctx}
+	return x, &x.c
+}
+
 // CallLog says which calls [Server] logs.
 type CallLog uint8
 
@@ -76,8 +98,7 @@ func callFrom(ctx context.Context) *call {
 // are copied into maps several times per call: about 50 allocations on
 // every cache hit, the largest cost of the hot path (BENCHMARKS.md).
 func (s *Server) unaryCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	c := &call{}
-	ctx = context.WithValue(ctx, callKey{}, c)
+	ctx, c := withCall(ctx)
 	start := time.Now()
 	resp, err := handler(ctx, req)
 	if r, ok := req.(*tokenbrokerv1.GetAccessTokenRequest); ok {
@@ -92,9 +113,9 @@ func (s *Server) unaryCall(ctx context.Context, req any, info *grpc.UnaryServerI
 // streamCall gives a streaming call its record and logs one line when it
 // ends; the watch audits each token it sends itself.
 func (s *Server) streamCall(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	c := &call{}
 	w := middleware.WrapServerStream(ss)
-	w.WrappedContext = context.WithValue(ss.Context(), callKey{}, c)
+	var c *call
+	w.WrappedContext, c = withCall(ss.Context())
 	start := time.Now()
 	err := handler(srv, w)
 	s.logCall(w.WrappedContext, info.FullMethod, "server_stream", c, start, err)
