@@ -310,9 +310,10 @@ func (b *Broker) refresh(sh *shard, e *entry, key string, req Request) {
 	select {
 	case res := <-ch:
 		err = res.Err
-		if err == nil && res.Val.(flightResult).cached {
+		if fr, ok := res.Val.(flightResult); err == nil && ok && (fr.cached || fr.tok.AccessToken == e.tok.AccessToken) {
 			// It joined a flight that found this entry fresh enough
-			// for its leader and replaced nothing: stay ready to refresh.
+			// for its leader, or that fetched this very token: nothing
+			// was replaced, so stay ready to refresh.
 			e.refreshing.Store(false)
 			return
 		}
@@ -425,6 +426,7 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 			now := b.clock.Now()
 			e := b.newEntry(st.Token, st.Obtained, now, req.Tenant, kb)
 			sh.store(key, e, now, b)
+			b.flights.Forget(key)
 			return flightResult{tok: e.tok, via: via}, nil
 		}
 		if release != nil {
@@ -457,6 +459,10 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 	}
 	e := b.newEntry(tok, now, now, req.Tenant, kb)
 	sh.store(key, e, now, b)
+	// The flight is over once its token is in the cache: a refresh or miss
+	// that starts from here on must not join it and take its result for a
+	// new one (singleflight forgets the key only after this returns).
+	b.flights.Forget(key)
 	if b.shared != nil {
 		b.putShared(ctx, kb, req.Tenant, SharedToken{Token: e.tok, Obtained: now})
 	}
