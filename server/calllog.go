@@ -132,7 +132,11 @@ func (s *Server) logCall(ctx context.Context, method, kind string, c *call, star
 	}
 	code := status.Code(err)
 	level := slog.Level(logging.DefaultServerCodeToLevel(code))
-	if !s.log.Enabled(ctx, level) {
+	log := s.cfg.CallLogger
+	if log == nil {
+		log = s.log
+	}
+	if !log.Enabled(ctx, level) {
 		return
 	}
 	service, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
@@ -166,7 +170,7 @@ func (s *Server) logCall(ctx context.Context, method, kind string, c *call, star
 	if c.sent > 0 {
 		a = append(a, slog.Int("sent", c.sent))
 	}
-	s.log.LogAttrs(ctx, level, "finished call", a...)
+	log.LogAttrs(ctx, level, "finished call", a...)
 }
 
 func appendNonEmpty(a []slog.Attr, key, value string) []slog.Attr {

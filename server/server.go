@@ -81,6 +81,8 @@ type Config struct {
 	// (the default) or only those that failed or were let through in
 	// audit mode.
 	CallLog CallLog
+	// CallLogger writes the "finished call" lines; nil means Logger.
+	CallLogger *slog.Logger
 	// Registry holds the metrics served at /metrics; nil makes a new one.
 	// The gRPC server metrics are registered on it.
 	Registry *prometheus.Registry

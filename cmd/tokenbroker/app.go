@@ -106,7 +106,7 @@ func newApp(path string, cfg *config.Config, keys *keyring, lg logging) (a *app,
 	scfg := server.Config{
 		Tokens: a.broker, Callers: &a.live, Keys: &a.live, Logger: log, Registry: reg,
 		ShutdownGrace: cfg.ShutdownGrace, TLS: tlsCfg, ClientCAs: clientCAs, Metrics: metrics,
-		Upstreams: a.guards.states, CallLog: lg.calls,
+		Upstreams: a.guards.states, CallLog: lg.calls, CallLogger: lg.callLines,
 	}
 	if cfg.Audit != nil {
 		a.audit, err = audit.Open(audit.Config{

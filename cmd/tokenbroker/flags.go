@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 
@@ -32,16 +33,20 @@ func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	return 0, true
 }
 
-// logging is how a running broker logs: the logger, and which calls get a
-// line.
+// logging is how a running broker logs: the logger, which calls get a
+// line, and the logger of those lines.
 type logging struct {
 	*slog.Logger
-	calls server.CallLog
+	calls     server.CallLog
+	callLines *slog.Logger // nil: Logger
+	close     func()       // writes what the call log holds back; nil: nothing
 }
 
 // logFlags adds --log-level, --log-format and --log-calls and returns a
-// constructor for the logging they describe.
-func logFlags(fs *flag.FlagSet, e *env, defaultFormat string) func() (logging, error) {
+// constructor for the logging they describe. With batch, the lines of calls
+// that went well are written in batches (batchWriter); Close the logging
+// when done.
+func logFlags(fs *flag.FlagSet, e *env, defaultFormat string, batch bool) func() (logging, error) {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", defaultFormat, "json or text")
 	calls := fs.String("log-calls", "all", "all: a line per call; failures: only calls that failed or that audit mode let through")
@@ -55,13 +60,28 @@ func logFlags(fs *flag.FlagSet, e *env, defaultFormat string) func() (logging, e
 			return logging{}, fmt.Errorf("--log-calls: %w", err)
 		}
 		opts := &slog.HandlerOptions{Level: lv}
+		newHandler := func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }
 		switch *format {
 		case "json":
-			return logging{slog.New(slog.NewJSONHandler(e.stderr, opts)), cl}, nil
 		case "text":
-			return logging{slog.New(slog.NewTextHandler(e.stderr, opts)), cl}, nil
+			newHandler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
+		default:
+			return logging{}, fmt.Errorf("--log-format %q: want json or text", *format)
 		}
-		return logging{}, fmt.Errorf("--log-format %q: want json or text", *format)
+		lg := logging{Logger: slog.New(newHandler(e.stderr)), calls: cl}
+		if batch {
+			bw := newBatchWriter(e.stderr, batchEvery)
+			lg.callLines = slog.New(flushAtWarn{newHandler(bw), bw})
+			lg.close = func() { bw.Close() }
+		}
+		return lg, nil
+	}
+}
+
+// Close writes what the call log holds back.
+func (l logging) Close() {
+	if l.close != nil {
+		l.close()
 	}
 }
 

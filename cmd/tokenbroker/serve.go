@@ -14,7 +14,7 @@ import (
 func cmdServe(ctx context.Context, args []string, e *env) int {
 	fs := newFlags("serve", e)
 	path := fs.String("config", "", "the YAML config file (required)")
-	newLogger := logFlags(fs, e, "json")
+	newLogger := logFlags(fs, e, "json", true)
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -25,6 +25,7 @@ func cmdServe(ctx context.Context, args []string, e *env) int {
 	if err != nil {
 		return e.errorf("serve: %v", err)
 	}
+	defer log.Close() // after the server has drained: the last calls' lines
 	cfg, keys, err := loadAll(*path)
 	if err != nil {
 		fmt.Fprintln(e.stderr, err)
