@@ -46,7 +46,11 @@ func openShared(c *config.SharedCache, scope func(string) string, reg prometheus
 		where = []any{"sentinel_master", s.Master, "sentinels", s.Addrs}
 		addrs = s.Addrs
 	}
-	if tlsCfg == nil && slices.ContainsFunc(addrs, func(a string) bool { return !loopback(a) }) {
+	offLoopback := func(addr string) bool {
+		host, _, _ := net.SplitHostPort(addr) // the config checked it is host:port
+		return !config.IsLoopback(host)
+	}
+	if tlsCfg == nil && slices.ContainsFunc(addrs, offLoopback) {
 		log.Warn("the shared cache talks to Redis without TLS: the values are sealed, but its password and traffic are not; set cache.shared.redis.tls",
 			where...)
 	}
@@ -172,19 +176,6 @@ func redisTLS(r config.Redis) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
-}
-
-// loopback reports whether addr's host is a loopback address or localhost.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // sharedMetrics logs and counts the shared cache's events: one log line

@@ -1017,7 +1017,7 @@ func (p *parser) addr(path string, s *string, def string, loopbackOnly bool) str
 		p.fail(path, "port must be a number from 0 to 65535, got %s", quote(port))
 		return ""
 	}
-	if loopbackOnly && !isLoopback(host) {
+	if loopbackOnly && !IsLoopback(host) {
 		p.fail(path, "must be a loopback address (127.0.0.1, [::1] or localhost), got host %s: "+
 			"without a tls block gRPC is served in plaintext, which is allowed only on loopback", quote(host))
 		return ""
@@ -1025,8 +1025,10 @@ func (p *parser) addr(path string, s *string, def string, loopbackOnly bool) str
 	return *s
 }
 
-// isLoopback reports whether host is "localhost" or a loopback IP literal.
-func isLoopback(host string) bool {
+// IsLoopback reports whether host is "localhost" or a loopback IP literal:
+// where the config allows what it refuses elsewhere (plaintext gRPC, http
+// token URLs), and where cmd need not warn of plaintext Redis.
+func IsLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
@@ -1055,7 +1057,7 @@ func (p *parser) url(path, s string, queryOK bool) *url.URL {
 		p.fail(path, "must be an absolute URL, such as https://host/path")
 	case u.Scheme != "https" && u.Scheme != "http":
 		p.fail(path, "must be an https URL, got scheme %s", quote(u.Scheme))
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+	case u.Scheme == "http" && !IsLoopback(u.Hostname()):
 		p.fail(path, "must be an https URL: http is allowed only on loopback (127.0.0.1, [::1] or localhost)")
 	case u.User != nil:
 		p.fail(path, "must not contain a user name or password")
