@@ -310,10 +310,9 @@ func (b *Broker) refresh(sh *shard, e *entry, key string, req Request) {
 	select {
 	case res := <-ch:
 		err = res.Err
-		if fr, ok := res.Val.(flightResult); err == nil && ok && (fr.cached || fr.tok.AccessToken == e.tok.AccessToken) {
+		if err == nil && res.Val.(flightResult).cached {
 			// It joined a flight that found this entry fresh enough
-			// for its leader, or that fetched this very token: nothing
-			// was replaced, so stay ready to refresh.
+			// for its leader and replaced nothing: stay ready to refresh.
 			e.refreshing.Store(false)
 			return
 		}
