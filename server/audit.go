@@ -37,7 +37,7 @@ func record(ctx context.Context, auditor Auditor, log *slog.Logger, r auditTarge
 		return nil
 	}
 	rec := audit.Record{
-		Time: start, Caller: c.caller, Peer: peerAddr(ctx), Tenant: r.GetTenant(), UID: r.GetUid(),
+		Time: start, Caller: c.caller, Peer: c.peerOf(ctx), Tenant: r.GetTenant(), UID: r.GetUid(),
 		ExternalAccountID: r.GetExternalAccountId(), Groups: r.GetGroups(), Cache: c.cache, TokenFP: c.tokenFP,
 		Latency: time.Since(start),
 	}

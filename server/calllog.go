@@ -31,6 +31,16 @@ type call struct {
 	authFailure string
 	cause       string // an error's detail, for the log only
 	sent        int    // tokens a watch sent
+	peer        string // the caller's address, once asked for (peerOf)
+}
+
+// peerOf is the call's peer address, looked up once for the audit record
+// and the log line.
+func (c *call) peerOf(ctx context.Context) string {
+	if c.peer == "" {
+		c.peer = peerAddr(ctx)
+	}
+	return c.peer
 }
 
 type callKey struct{}
@@ -132,11 +142,7 @@ func (s *Server) logCall(ctx context.Context, method, kind string, c *call, star
 	}
 	code := status.Code(err)
 	level := slog.Level(logging.DefaultServerCodeToLevel(code))
-	log := s.cfg.CallLogger
-	if log == nil {
-		log = s.log
-	}
-	if !log.Enabled(ctx, level) {
+	if !s.callLog.Enabled(ctx, level) {
 		return
 	}
 	service, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
@@ -145,7 +151,7 @@ func (s *Server) logCall(ctx context.Context, method, kind string, c *call, star
 		slog.String("grpc.service", service),
 		slog.String("grpc.method", name),
 		slog.String("grpc.method_type", kind),
-		slog.String("peer.address", peerAddr(ctx)),
+		slog.String("peer.address", c.peerOf(ctx)),
 		slog.String("grpc.code", code.String()),
 		// A string, as go-grpc-middleware wrote it: slog's JSON handler
 		// writes a float through encoding/json, a third of the line's cost.
@@ -170,7 +176,7 @@ func (s *Server) logCall(ctx context.Context, method, kind string, c *call, star
 	if c.sent > 0 {
 		a = append(a, slog.Int("sent", c.sent))
 	}
-	log.LogAttrs(ctx, level, "finished call", a...)
+	s.callLog.LogAttrs(ctx, level, "finished call", a...)
 }
 
 func appendNonEmpty(a []slog.Attr, key, value string) []slog.Attr {

@@ -108,6 +108,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
+	callLog *slog.Logger // the finished-call lines': Config.CallLogger, or log
 	grpc    *grpc.Server
 	health  *health.Server
 	http    *http.Server
@@ -139,7 +140,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ClientCAs != nil && cfg.TLS == nil {
 		return nil, errors.New("server: client CAs need TLS")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, health: health.NewServer(), metrics: cfg.Metrics, now: cfg.Clock}
+	s := &Server{cfg: cfg, log: cfg.Logger, callLog: cfg.CallLogger, health: health.NewServer(), metrics: cfg.Metrics, now: cfg.Clock}
+	if s.callLog == nil {
+		s.callLog = s.log
+	}
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxRequestBytes)}
 	if cfg.TLS != nil {
 		s.creds = newCallerCreds(cfg.TLS, cfg.ClientCAs, cfg.Clock)
