@@ -25,10 +25,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	tokenbrokerv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/emulator"
@@ -534,8 +532,5 @@ func TestReplicaWithAnotherSealKeyExchangesAlone(t *testing.T) {
 	}
 	if resp.GetCacheStatus() != tokenbrokerv1.CacheStatus_CACHE_STATUS_MISS {
 		t.Errorf("replica with another key: %v, want its own exchange", resp.GetCacheStatus())
-	}
-	if status.Code(err) != codes.OK {
-		t.Error(err)
 	}
 }
