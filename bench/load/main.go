@@ -332,16 +332,19 @@ func median(xs []float64) float64 {
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond)) }
 
-// runGhz runs ghz once against addr and parses its JSON report.
-func runGhz(o options, addr, setPath, reqPath, mdPath, out string) (result, error) {
+// ghz runs ghz once against addr for o.duration with concurrency workers,
+// the requests from data (ghz's flag and a file: --binary-file for one
+// message, --data-file for a JSON array sent round-robin), and writes its
+// JSON report to out.
+func ghz(o options, addr, setPath, mdPath string, data [2]string, concurrency int, out string) error {
 	cmd := exec.Command(o.ghz,
 		"--insecure",
 		"--protoset", setPath,
 		"--call", method,
-		"--binary-file", reqPath,
+		data[0], data[1],
 		"--metadata-file", mdPath,
 		"--disable-template-functions", "--disable-template-data",
-		"--concurrency", strconv.Itoa(o.concurrency),
+		"--concurrency", strconv.Itoa(concurrency),
 		"--connections", strconv.Itoa(o.connections),
 		"--duration", o.duration.String(),
 		"--duration-stop", "ignore", // calls cut short by the end are not errors
@@ -351,7 +354,15 @@ func runGhz(o options, addr, setPath, reqPath, mdPath, out string) (result, erro
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Run(); err != nil {
-		return result{}, fmt.Errorf("ghz: %w\n%s", err, stderr.Bytes())
+		return fmt.Errorf("ghz: %w\n%s", err, stderr.Bytes())
+	}
+	return nil
+}
+
+// runGhz runs ghz once against addr and parses its JSON report.
+func runGhz(o options, addr, setPath, reqPath, mdPath, out string) (result, error) {
+	if err := ghz(o, addr, setPath, mdPath, [2]string{"--binary-file", reqPath}, o.concurrency, out); err != nil {
+		return result{}, err
 	}
 	f, err := os.Open(out)
 	if err != nil {

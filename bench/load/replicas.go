@@ -510,25 +510,8 @@ func (rig *replicaRig) warm(addr string) error {
 // the duration, and returns the report's figures and the latency of every
 // successful call.
 func (rig *replicaRig) ghz(addr string, concurrency int, out string) (result, []time.Duration, error) {
-	o := rig.o
-	cmd := exec.Command(o.ghz,
-		"--insecure",
-		"--protoset", rig.setPath,
-		"--call", method,
-		"--data-file", rig.dataPath,
-		"--metadata-file", rig.mdPath,
-		"--disable-template-functions", "--disable-template-data",
-		"--concurrency", strconv.Itoa(concurrency),
-		"--connections", strconv.Itoa(o.connections),
-		"--duration", o.duration.String(),
-		"--duration-stop", "ignore", // calls cut short by the end are not errors
-		"--format", "json",
-		"--output", out,
-		addr)
-	var stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Run(); err != nil {
-		return result{}, nil, fmt.Errorf("ghz: %w\n%s", err, stderr.String())
+	if err := ghz(rig.o, addr, rig.setPath, rig.mdPath, [2]string{"--data-file", rig.dataPath}, concurrency, out); err != nil {
+		return result{}, nil, err
 	}
 	f, err := os.Open(out)
 	if err != nil {
