@@ -51,12 +51,12 @@ bench-cold:
 
 ## load: bin/tokenbroker (warm cache, bearer auth) and bin/bareserver (bare gRPC, same API and token size) driven
 ## in turn by ghz over loopback, alternated RUNS times each for DURATION at CONCURRENCY; prints requests/s, p50
-## and p99 of each run, the ratios broker ÷ bare and the medians; LOG_CALLS=failures runs the broker with
-## --log-calls failures (not part of make test)
+## and p99 of each run, the ratios broker ÷ bare and the medians; LOG_CALLS=all runs the broker with
+## --log-calls all, a line per call (not part of make test)
 DURATION    ?= 10s
 CONCURRENCY ?= 16
 RUNS        ?= 3
-LOG_CALLS   ?= all
+LOG_CALLS   ?= failures
 load: build $(TOOLS)/ghz
 	$(GO) build -trimpath -o bin/bareserver ./bench/bareserver
 	$(GO) run ./bench/load -broker bin/tokenbroker -bare bin/bareserver -ghz $(TOOLS)/ghz \

@@ -19,7 +19,7 @@ import (
 
 // benchmarkCacheHit measures GetAccessToken on a warm key as production runs
 // it: bearer authentication, validation, the allowlist, the broker, logging
-// at info (every call, or failures only) and metrics all on.
+// at info (failures only, or every call) and metrics all on.
 func benchmarkCacheHit(b *testing.B, tcp bool, calls server.CallLog) {
 	h := newHarness(b, harnessOptions{tcp: tcp, logSink: io.Discard, callLog: calls})
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keyFull)
@@ -39,16 +39,18 @@ func benchmarkCacheHit(b *testing.B, tcp bool, calls server.CallLog) {
 	})
 }
 
-func BenchmarkGetAccessTokenHitBufconn(b *testing.B) { benchmarkCacheHit(b, false, server.CallLogAll) }
-func BenchmarkGetAccessTokenHitTCP(b *testing.B)     { benchmarkCacheHit(b, true, server.CallLogAll) }
-
-// The same with --log-calls=failures: no log line for a call that succeeds.
-func BenchmarkGetAccessTokenHitLogFailuresBufconn(b *testing.B) {
+// As serve runs by default (--log-calls failures): no line for a call that
+// succeeds.
+func BenchmarkGetAccessTokenHitBufconn(b *testing.B) {
 	benchmarkCacheHit(b, false, server.CallLogFailures)
 }
-func BenchmarkGetAccessTokenHitLogFailuresTCP(b *testing.B) {
-	benchmarkCacheHit(b, true, server.CallLogFailures)
+func BenchmarkGetAccessTokenHitTCP(b *testing.B) { benchmarkCacheHit(b, true, server.CallLogFailures) }
+
+// The same with --log-calls all: a line per call.
+func BenchmarkGetAccessTokenHitLogAllBufconn(b *testing.B) {
+	benchmarkCacheHit(b, false, server.CallLogAll)
 }
+func BenchmarkGetAccessTokenHitLogAllTCP(b *testing.B) { benchmarkCacheHit(b, true, server.CallLogAll) }
 
 // BenchmarkGetAccessTokenMissBufconn is a cache miss through the whole
 // server, each call for a new uid: the broker signs an assertion and

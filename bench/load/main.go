@@ -111,7 +111,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "concurrency", 16, "ghz's concurrent workers")
 	flag.IntVar(&o.connections, "connections", 1, "ghz's gRPC connections, shared by the workers")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each server, alternated")
-	flag.StringVar(&o.logCalls, "log-calls", "all", "the brokers' --log-calls: all or failures")
+	flag.StringVar(&o.logCalls, "log-calls", "failures", "the brokers' --log-calls: all or failures (serve's default)")
 	flag.StringVar(&o.keep, "keep", "", "a directory to keep ghz's JSON reports and the broker's log in (default: a temporary one, removed)")
 	flag.IntVar(&o.replicas, "replicas", 0, "if set, run the replicas scenario instead (see replicas.go): this many brokers on one config, sharing a Redis, against as many independent ones")
 	flag.IntVar(&o.keys, "keys", 100, "-replicas: distinct keys (uids), sent round-robin by each ghz process")

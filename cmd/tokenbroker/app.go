@@ -120,6 +120,9 @@ func newApp(path string, cfg *config.Config, keys *keyring, lg logging) (a *app,
 			return nil, fmt.Errorf("audit.file: %w", err)
 		}
 		scfg.Auditor = a.audit
+	} else if lg.calls == server.CallLogFailures {
+		log.Info("successful calls leave no line and no audit record: only metrics count them; " +
+			"configure audit.file for a record of every token, or run with --log-calls all")
 	}
 	if a.server, err = server.New(scfg); err != nil {
 		return nil, err

@@ -38,7 +38,8 @@ func cmdDev(ctx context.Context, args []string, e *env) int {
 	fs := newFlags("dev", e)
 	grpcAddr := fs.String("grpc", "127.0.0.1:7443", "the gRPC listen address (loopback)")
 	httpAddr := fs.String("http", "127.0.0.1:7080", "the HTTP listen address (JWKS, metrics, health)")
-	newLogger := logFlags(fs, e, "text", false)
+	// A developer trying the broker sees each call.
+	newLogger := logFlags(fs, e, logDefaults{format: "text", calls: "all"})
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}

@@ -42,14 +42,19 @@ type logging struct {
 	close     func()       // writes what the call log holds back; nil: nothing
 }
 
+// logDefaults are a command's defaults for its logging flags.
+type logDefaults struct {
+	format string // --log-format
+	calls  string // --log-calls
+	batch  bool   // write the lines of calls that went well in batches (batchWriter)
+}
+
 // logFlags adds --log-level, --log-format and --log-calls and returns a
-// constructor for the logging they describe. With batch, the lines of calls
-// that went well are written in batches (batchWriter); Close the logging
-// when done.
-func logFlags(fs *flag.FlagSet, e *env, defaultFormat string, batch bool) func() (logging, error) {
+// constructor for the logging they describe; Close the logging when done.
+func logFlags(fs *flag.FlagSet, e *env, d logDefaults) func() (logging, error) {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
-	format := fs.String("log-format", defaultFormat, "json or text")
-	calls := fs.String("log-calls", "all", "all: a line per call; failures: only calls that failed or that audit mode let through")
+	format := fs.String("log-format", d.format, "json or text")
+	calls := fs.String("log-calls", d.calls, "all: a line per call; failures: only calls that failed or that audit mode let through")
 	return func() (logging, error) {
 		var lv slog.Level
 		if err := lv.UnmarshalText([]byte(*level)); err != nil {
@@ -69,7 +74,7 @@ func logFlags(fs *flag.FlagSet, e *env, defaultFormat string, batch bool) func()
 			return logging{}, fmt.Errorf("--log-format %q: want json or text", *format)
 		}
 		lg := logging{Logger: slog.New(newHandler(e.stderr)), calls: cl}
-		if batch {
+		if d.batch {
 			bw := newBatchWriter(e.stderr, batchEvery)
 			lg.callLines = slog.New(flushAtWarn{newHandler(bw), bw})
 			lg.close = func() { bw.Close() }

@@ -95,6 +95,16 @@ func (s *started) waitLine(t *testing.T, re *regexp.Regexp) string {
 	}
 }
 
+// waitStderr waits for the command's stderr to hold a line matching re.
+func (s *started) waitStderr(t *testing.T, re *regexp.Regexp) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !re.MatchString(s.stderr.String()); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line matching %s in stderr:\n%s", re, s.stderr)
+		}
+	}
+}
+
 func checkJWT(t *testing.T, tok string) {
 	t.Helper()
 	if _, err := jwt.ParseSigned(strings.TrimSpace(tok), []jose.SignatureAlgorithm{jose.RS256}); err != nil {
@@ -128,6 +138,8 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 		t.Errorf("--json: exit %d, output %q; want a JSON HIT", code, stdout)
 	}
 	checkJWT(t, resp.AccessToken)
+	// dev logs every call, the successful ones too.
+	dev.waitStderr(t, regexp.MustCompile(`msg="finished call".* grpc.code=OK .*cache=hit`))
 
 	// The grpcurl line works as printed too, where grpcurl is installed.
 	gline := dev.waitLine(t, regexp.MustCompile(`grpcurl -plaintext`))
@@ -213,7 +225,7 @@ type cliBroker struct {
 	srv                           *started
 }
 
-func startCLIBroker(t *testing.T, extraYAML func(dir string) string) *cliBroker {
+func startCLIBroker(t *testing.T, extraYAML func(dir string) string, serveFlags ...string) *cliBroker {
 	t.Helper()
 	b := &cliBroker{dir: t.TempDir()}
 	keyFile := filepath.Join(b.dir, "tn-cli.pem")
@@ -236,7 +248,7 @@ func startCLIBroker(t *testing.T, extraYAML func(dir string) string) *cliBroker 
 	if code, stdout, stderr := runCmd(t, "", "check-config", "--config", b.cfgPath); code != 0 || !strings.Contains(stdout, "OK") {
 		t.Fatalf("check-config: exit %d\n%s%s", code, stdout, stderr)
 	}
-	b.srv = start(t, "serve", "--config", b.cfgPath)
+	b.srv = start(t, append([]string{"serve", "--config", b.cfgPath}, serveFlags...)...)
 	testkit.WaitFor(t, func() bool {
 		m := regexp.MustCompile(`"msg":"serving","grpc":"([^"]+)"`).FindStringSubmatch(b.srv.stderr.String())
 		if m != nil {
@@ -269,6 +281,48 @@ func TestCommandLineEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(b.srv.stderr.String(), strings.TrimSpace(stdout)) || strings.Contains(b.srv.stderr.String(), b.callerKey) {
 		t.Error("the server's log contains the token or the caller key")
+	}
+}
+
+// TestServeCallLines: by default serve logs the calls that failed, and says
+// at start that nothing else records the others; --log-calls all logs
+// every call.
+func TestServeCallLines(t *testing.T) {
+	okLine := regexp.MustCompile(`"msg":"finished call".*"grpc.code":"OK"`)
+	deniedLine := regexp.MustCompile(`"msg":"finished call".*"grpc.code":"PermissionDenied"`)
+	notice := "successful calls leave no line and no audit record"
+	for _, tc := range []struct {
+		name   string
+		flags  []string
+		wantOK bool
+	}{
+		{"default", nil, false},
+		{"all", []string{"--log-calls", "all"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startCLIBroker(t, nil, tc.flags...)
+			if code, _, stderr := b.token(t, "tn-cli", "pismo-v1:accounts:rw"); code != 0 {
+				t.Fatalf("token: exit %d: %s", code, stderr)
+			}
+			if code, _, _ := b.token(t, "tn-other", "pismo-v1:accounts:rw"); code != 1 {
+				t.Fatalf("token for a forbidden tenant: exit %d, want 1", code)
+			}
+			// A warn line flushes the batch it follows, so the OK line,
+			// if any, is written by the time the refusal's is.
+			b.srv.waitStderr(t, deniedLine)
+			log := b.srv.stderr.String()
+			if got := okLine.MatchString(log); got != tc.wantOK {
+				t.Errorf("a line for the successful call: %v, want %v; log:\n%s", got, tc.wantOK, log)
+			}
+			if got := strings.Contains(log, notice); got == tc.wantOK {
+				t.Errorf("the start-up notice %q logged: %v, want %v", notice, got, !tc.wantOK)
+			}
+		})
+	}
+	// With an audit trail, every token is recorded there: no notice.
+	b := startCLIBroker(t, func(dir string) string { return fmt.Sprintf("audit:\n  file: %s\n", filepath.Join(dir, "audit.jsonl")) })
+	if strings.Contains(b.srv.stderr.String(), notice) {
+		t.Errorf("the notice %q was logged with an audit trail", notice)
 	}
 }
 
