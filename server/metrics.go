@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		remote: lookups.WithLabelValues("remote"),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_exchanges_total",
-			Help: "Upstream token exchanges attempted, by tenant (not those an open circuit breaker refused at once).",
+			Help: "Upstream token exchanges attempted, by tenant (not those refused before any request: circuit_open, not_supported, unknown_tenant).",
 		}, []string{"tenant"}),
 		exchangeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_exchange_errors_total",
@@ -104,13 +104,16 @@ func (m *Metrics) Lookup(st broker.Status) {
 }
 
 // Exchange counts an exchange, its latency and its failure reason. One
-// refused at once by an open circuit breaker never reached the upstream: it
-// counts only as an error, reason circuit_open.
+// refused before any request (an open circuit breaker, a request the
+// tenant's upstream kind cannot carry, an unknown tenant) never reached the
+// upstream: it counts only as an error, with that reason.
 func (m *Metrics) Exchange(tenant string, d time.Duration, err error) {
 	if err != nil {
-		m.exchangeErrors.WithLabelValues(tenant, errorReason(err)).Inc()
-		if errors.Is(err, resilience.ErrCircuitOpen) {
-			return
+		reason := errorReason(err)
+		m.exchangeErrors.WithLabelValues(tenant, reason).Inc()
+		switch reason {
+		case "circuit_open", "not_supported", "unknown_tenant":
+			return // refused before any request: not an exchange attempted
 		}
 	}
 	m.exchanges.WithLabelValues(tenant).Inc()
@@ -143,6 +146,8 @@ func errorReason(err error) string {
 		return string(broker.ReasonTimeout)
 	case errors.Is(err, broker.ErrUnknownTenant):
 		return "unknown_tenant"
+	case errors.Is(err, broker.ErrNotSupported):
+		return "not_supported"
 	}
 	return "other"
 }
