@@ -127,5 +127,5 @@ func (s *service) look(ctx context.Context, creds policy.Credentials, get *token
 // until its token can no longer meet min_ttl, within [minWatchLook,
 // maxWatchLook].
 func lookAgainIn(now, expiry time.Time, minTTL time.Duration) time.Duration {
-	return min(max(expiry.Sub(now)-minTTL, 0)/10, maxWatchLook) + minWatchLook
+	return min(max((expiry.Sub(now)-minTTL)/10, minWatchLook), maxWatchLook)
 }
