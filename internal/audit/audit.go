@@ -39,7 +39,8 @@ type Record struct {
 	// Reason says, for Denied and WouldDeny, what was refused; for Error,
 	// the gRPC code name (such as "Unavailable").
 	Reason string
-	// Cache is "hit", "miss", "shared" or "".
+	// Cache is "hit", "miss", "shared", "remote" (from the cache replicas
+	// share) or "".
 	Cache string
 	// TokenFP is the first 12 hex digits of the token's SHA-256, or "".
 	TokenFP string

@@ -26,7 +26,7 @@
 //	groups               an array, [] if none
 //	decision             allowed, denied, would_deny or error
 //	reason               omitted if empty
-//	cache                hit, miss or shared; omitted if empty
+//	cache                hit, miss, shared or remote; omitted if empty
 //	token_fp             first 12 hex digits of the token's SHA-256; omitted if empty
 //	latency_ms           milliseconds, three decimals (microseconds)
 //	prev                 the previous line's hash: 64 lowercase hex digits
