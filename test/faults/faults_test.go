@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/resilience"
 )
 
 // respond is an upstream that answers every request with status and body.
@@ -69,7 +70,10 @@ func TestConnectionReset(t *testing.T) {
 // after that fail fast, told when the upstream is tried again, with no
 // upstream call.
 func TestServerErrorStorm(t *testing.T) {
-	r := newRig(t, respond(http.StatusInternalServerError, "application/json", `{"error":"server_error"}`), rigOptions{})
+	// The breaker stays open far longer than 100 calls take on any machine.
+	openFor := time.Minute
+	r := newRig(t, respond(http.StatusInternalServerError, "application/json", `{"error":"server_error"}`),
+		rigOptions{policy: func(p *resilience.Policy) { p.OpenFor, p.MaxOpenFor = openFor, openFor }})
 	_, st := r.get("pismo-v1:a:r") // 3 attempts
 	r.expect(st, codes.Unavailable, "server_error")
 	_, st = r.get("pismo-v1:b:r") // 2 more: the breaker opens
@@ -86,7 +90,7 @@ func TestServerErrorStorm(t *testing.T) {
 			info = ri
 		}
 	}
-	if info == nil || info.GetRetryDelay().AsDuration() <= 0 || info.GetRetryDelay().AsDuration() > testPolicy.OpenFor {
+	if info == nil || info.GetRetryDelay().AsDuration() <= 0 || info.GetRetryDelay().AsDuration() > openFor {
 		t.Errorf("fast failure's RetryInfo = %v, want the time until the breaker's next attempt", info)
 	}
 }
@@ -193,7 +197,10 @@ func TestRecoveryAfterOutage(t *testing.T) {
 			emu.ServeHTTP(w, r)
 		})
 	}
-	r := newRig(t, outage, rigOptions{})
+	// Open long enough that the call after the opening surely finds it
+	// open; the loop below waits this long for the probe.
+	openFor := time.Second
+	r := newRig(t, outage, rigOptions{policy: func(p *resilience.Policy) { p.OpenFor = openFor }})
 	r.get("pismo-v1:a:r")
 	r.get("pismo-v1:b:r")
 	r.expectCalls(5)
@@ -208,7 +215,7 @@ func TestRecoveryAfterOutage(t *testing.T) {
 			break
 		}
 		r.expect(st, codes.Unavailable, "circuit open")
-		time.Sleep(testPolicy.OpenFor / 10) // until the breaker lets its probe through
+		time.Sleep(openFor / 20) // until the breaker lets its probe through
 	}
 	r.expectCalls(6) // the one probe
 	for i := range 20 {

@@ -72,6 +72,10 @@ type rigOptions struct {
 	timeout time.Duration          // the exchanger's timeout; default 2 s
 	emu     emulator.Config        // the emulator's
 	cache   func(c *broker.Config) // tunes the broker
+	// policy tunes the guard's policy (a copy of testPolicy). Tests that
+	// count calls while the breaker is open give it an OpenFor no slow
+	// machine can outlast.
+	policy func(p *resilience.Policy)
 	// connState, when set, sees the upstream's connections change state.
 	connState func(net.Conn, http.ConnState)
 }
@@ -116,7 +120,11 @@ func newRig(t *testing.T, fault func(emu http.Handler) http.Handler, opts rigOpt
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.guard = resilience.NewUpstream(resilience.Config{Name: tokenURL.Host, Policy: testPolicy})
+	p := testPolicy
+	if opts.policy != nil {
+		opts.policy(&p)
+	}
+	r.guard = resilience.NewUpstream(resilience.Config{Name: tokenURL.Host, Policy: p})
 	bc := broker.Config{Exchanger: upstream.Tenants{tenant: r.guard.Wrap(x)}}
 	if opts.cache != nil {
 		opts.cache(&bc)
