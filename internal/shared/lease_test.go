@@ -231,7 +231,9 @@ func TestWaitEndsWithContextAndClose(t *testing.T) {
 
 func TestExtendKeepsTheLease(t *testing.T) {
 	r := redistest.Start(t)
-	const leaseTTL = 300 * time.Millisecond
+	// Long enough that a renewal delayed by a loaded machine (-race) is
+	// still in time: what matters is that renewals outlast the TTL.
+	const leaseTTL = time.Second
 	a := newStore(t, r.Addr(), func(c *Config) { c.LeaseTTL = leaseTTL })
 	b := newStore(t, r.Addr(), nil)
 	c := direct(t, r.Addr())
@@ -250,8 +252,8 @@ func TestExtendKeepsTheLease(t *testing.T) {
 	if err != nil || !won {
 		t.Fatalf("TryLease = %v, %v; want true, nil", won, err)
 	}
-	// Held for four TTLs, renewed every third of one: nobody else gets it.
-	deadline := time.Now().Add(4 * leaseTTL)
+	// Held for two TTLs, renewed every third of one: nobody else gets it.
+	deadline := time.Now().Add(2 * leaseTTL)
 	for time.Now().Before(deadline) {
 		time.Sleep(leaseTTL / 3)
 		if err := l.Extend(ctx); err != nil {
@@ -266,7 +268,7 @@ func TestExtendKeepsTheLease(t *testing.T) {
 		t.Fatalf("Extend: %v", err)
 	}
 	pttl, err := c.PTTL(ctx, DefaultPrefix+"l:n").Result()
-	if err != nil || pttl <= leaseTTL-100*time.Millisecond || pttl > leaseTTL {
+	if err != nil || pttl <= leaseTTL/2 || pttl > leaseTTL {
 		t.Fatalf("lease PTTL after Extend = %s, %v; want just under %s", pttl, err, leaseTTL)
 	}
 	if err := l.Release(ctx); err != nil {
