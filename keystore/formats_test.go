@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/youmark/pkcs8"
+
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 )
 
 var (
@@ -130,12 +133,12 @@ func TestLoadFormats(t *testing.T) {
 	ossl := func(t *testing.T, out string, args ...string) []byte {
 		t.Helper()
 		if lookErr != nil {
-			t.Skipf("openssl not found in PATH: skipping this openssl-made key (the Go-made rows cover the format): %v", lookErr)
+			testkit.Missing(t, requireOpenSSL, fmt.Sprintf("openssl not found in PATH: skipping this openssl-made key (the Go-made rows cover the format): %v", lookErr))
 		}
 		path := filepath.Join(dir, out)
 		if _, err := os.Stat(path); err != nil {
 			if b, err := exec.Command(openssl, append(args, "-out", path)...).CombinedOutput(); err != nil {
-				t.Skipf("openssl %s: %v: %s (this openssl cannot write that key)", strings.Join(args, " "), err, b)
+				testkit.Missing(t, requireOpenSSL, fmt.Sprintf("openssl %s: %v: %s (this openssl cannot write that key)", strings.Join(args, " "), err, b))
 			}
 		}
 		return must(os.ReadFile(path))

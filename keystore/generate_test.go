@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"os"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 )
 
 // certNotBefore and certNotAfter are a fixed validity for the certificate
@@ -168,7 +171,7 @@ func TestSelfSignedCertificate(t *testing.T) {
 			t.Run("openssl", func(t *testing.T) {
 				openssl, err := exec.LookPath("openssl")
 				if err != nil {
-					t.Skipf("openssl not found in PATH: skipping the openssl reading of the certificate (the Go checks above ran): %v", err)
+					testkit.Missing(t, requireOpenSSL, fmt.Sprintf("openssl not found in PATH: skipping the openssl reading of the certificate (the Go checks above ran): %v", err))
 				}
 				path := filepath.Join(t.TempDir(), "cert.pem")
 				if err := os.WriteFile(path, data, 0o644); err != nil {

@@ -32,6 +32,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 )
 
 // Test keys are generated once per test binary and shared: RSA generation is
@@ -300,12 +302,16 @@ func assertNoKeyMaterial(t *testing.T, what, s string, data []byte) {
 	}
 }
 
+// requireOpenSSL, set to 1 in CI, makes a missing or unable openssl a
+// failure instead of a skip.
+const requireOpenSSL = "TOKENBROKER_REQUIRE_OPENSSL"
+
 // TestParseOpenSSL parses keys written by the openssl command, when it is
 // installed; TestParse covers the same formats with keys Go marshals.
 func TestParseOpenSSL(t *testing.T) {
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
-		t.Skip("openssl not found in PATH: skipping keys written by openssl (TestParse covers the formats with Go-marshalled keys)")
+		testkit.Missing(t, requireOpenSSL, "openssl not found in PATH: skipping keys written by openssl (TestParse covers the formats with Go-marshalled keys)")
 	}
 	dir := t.TempDir()
 	// run runs openssl, skipping the test if this openssl cannot.
@@ -313,7 +319,7 @@ func TestParseOpenSSL(t *testing.T) {
 		t.Helper()
 		out, err := exec.Command(openssl, args...).CombinedOutput()
 		if err != nil {
-			t.Skipf("openssl %s: %v: %s (this openssl cannot write that key)", strings.Join(args, " "), err, out)
+			testkit.Missing(t, requireOpenSSL, fmt.Sprintf("openssl %s: %v: %s (this openssl cannot write that key)", strings.Join(args, " "), err, out))
 		}
 		return out
 	}

@@ -150,8 +150,7 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 		}
 	}
 	if err != nil {
-		t.Logf("grpcurl not installed (make tools installs it): the printed grpcurl line was not run")
-		return
+		testkit.Missing(t, "TOKENBROKER_REQUIRE_INTEROP", "grpcurl not installed (make tools installs it): the printed grpcurl line was not run")
 	}
 	out, err := exec.Command("sh", "-c", strings.Replace(gline, strings.Fields(gline)[0], grpcurl, 1)).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"accessToken"`) {

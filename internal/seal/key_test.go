@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 )
 
 // writeKeyFile writes data to a new file in a test directory with perm.
@@ -77,7 +79,7 @@ func TestLoadKeyFile(t *testing.T) {
 func TestLoadKeyFileOpenSSL(t *testing.T) {
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
-		t.Skip("openssl is not installed, so no key made by `openssl rand -base64 32` is tried; the format is covered by TestLoadKeyFile")
+		testkit.Missing(t, "TOKENBROKER_REQUIRE_OPENSSL", "openssl is not installed, so no key made by `openssl rand -base64 32` is tried; the format is covered by TestLoadKeyFile")
 	}
 	out, err := exec.Command(openssl, "rand", "-base64", "32").Output()
 	if err != nil {

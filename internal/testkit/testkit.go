@@ -1,10 +1,12 @@
 // Package testkit holds the small helpers the packages' tests share: a
-// concurrency-safe output buffer and a bounded wait for a condition. It is
-// imported only by tests.
+// concurrency-safe output buffer, a bounded wait for a condition, and the
+// rule for tests that need an installed component. It is imported only by
+// tests.
 package testkit
 
 import (
 	"bytes"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -43,4 +45,16 @@ func WaitFor(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// Missing ends a test that cannot run because a component is not
+// installed, or cannot do what the test needs: it skips, saying why, unless
+// the environment variable require is "1" (CI sets it, having installed the
+// component), when it fails.
+func Missing(t testing.TB, require, why string) {
+	t.Helper()
+	if os.Getenv(require) == "1" {
+		t.Fatalf("%s; %s=1 makes that a failure", why, require)
+	}
+	t.Skip(why)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/emulator"
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/internal/upstream"
 	"github.com/tokenbroker/tokenbroker/keystore"
 	"github.com/tokenbroker/tokenbroker/keystore/pkcs11"
@@ -52,14 +53,11 @@ type softHSM struct {
 	dir     string
 }
 
-// missing skips the test, or fails it when TOKENBROKER_REQUIRE_SOFTHSM=1 (as
-// CI sets).
+// missing skips the test, saying what is missing, or fails it when
+// TOKENBROKER_REQUIRE_SOFTHSM=1 (as CI sets).
 func missing(t *testing.T, what string) {
 	t.Helper()
-	if os.Getenv("TOKENBROKER_REQUIRE_SOFTHSM") == "1" {
-		t.Fatalf("%s, and TOKENBROKER_REQUIRE_SOFTHSM=1", what)
-	}
-	t.Skip("SoftHSM2 not installed (Debian: apt-get install softhsm2); skipping the PKCS#11 test")
+	testkit.Missing(t, "TOKENBROKER_REQUIRE_SOFTHSM", what+" (Debian: apt-get install softhsm2): skipping the PKCS#11 test")
 }
 
 // softHSMModule locates SoftHSM2's module: $TOKENBROKER_SOFTHSM_MODULE, else
