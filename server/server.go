@@ -86,8 +86,8 @@ type Config struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// CallLog says which calls get a "finished call" line: every call
-	// (the default) or only those that failed or were let through in
-	// audit mode.
+	// (the zero value) or only those that failed or were let through in
+	// audit mode (what `tokenbroker serve` chooses unless told otherwise).
 	CallLog CallLog
 	// CallLogger writes the "finished call" lines; nil means Logger.
 	CallLogger *slog.Logger
