@@ -22,12 +22,11 @@ func checkHealth(t *testing.T, conn *grpc.ClientConn) error {
 	return err
 }
 
-func TestPerRPCCredentials(t *testing.T) {
-	r := newRig(t)
-	ts := r.source(t, testRequest)
-	w := r.nextWatch()
-	w.send(t, "A", r.clock.Now().Add(time.Hour))
-
+// dialAPI starts the API (a health service over TLS on loopback that
+// records the authorization of every call) and a connection to it whose
+// calls carry ts's tokens; both end with the test.
+func dialAPI(t *testing.T, ts *client.TokenSource) (*api, *grpc.ClientConn) {
+	t.Helper()
 	api := serveAPI(true)
 	t.Cleanup(api.stop)
 	conn, err := grpc.NewClient(api.addr, grpc.WithTransportCredentials(api.creds),
@@ -36,6 +35,16 @@ func TestPerRPCCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return api, conn
+}
+
+func TestPerRPCCredentials(t *testing.T) {
+	r := newRig(t)
+	ts := r.source(t, testRequest)
+	w := r.nextWatch()
+	w.send(t, "A", r.clock.Now().Add(time.Hour))
+
+	api, conn := dialAPI(t, ts)
 
 	for range 2 {
 		if err := checkHealth(t, conn); err != nil {
@@ -110,15 +119,8 @@ func TestPerRPCCredentialsBrokerRefuses(t *testing.T) {
 	ts := r.source(t, testRequest)
 	r.nextWatch().finish(t, status.Error(codes.PermissionDenied, "tenant not allowed"))
 
-	api := serveAPI(true)
-	t.Cleanup(api.stop)
-	conn, err := grpc.NewClient(api.addr, grpc.WithTransportCredentials(api.creds),
-		grpc.WithPerRPCCredentials(client.PerRPCCredentials{Source: ts}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	err = checkHealth(t, conn)
+	api, conn := dialAPI(t, ts)
+	err := checkHealth(t, conn)
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "client:") {
 		t.Errorf("call error = %v, want PERMISSION_DENIED from the client", err)
 	}
@@ -133,14 +135,7 @@ func TestPerRPCCredentialsCallContext(t *testing.T) {
 	ts := r.source(t, testRequest)
 	r.nextWatch() // never sends
 
-	api := serveAPI(true)
-	t.Cleanup(api.stop)
-	conn, err := grpc.NewClient(api.addr, grpc.WithTransportCredentials(api.creds),
-		grpc.WithPerRPCCredentials(client.PerRPCCredentials{Source: ts}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	_, conn := dialAPI(t, ts)
 	// Cancelled once the call is under way and the credentials are waiting
 	// for the first token (a call cancelled before it starts never reaches
 	// them): credentials that ignored the call's context would hang here.

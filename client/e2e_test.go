@@ -28,7 +28,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -527,19 +526,9 @@ func TestClientAgainstServer_PerRPCCredentials(t *testing.T) {
 	s := newE2EStack(t, e2eOptions{})
 	ts := e2eSource(t, s.client(e2eCallerKey), e2eRequest())
 
-	// The upstream API: a health service over TLS on loopback, recording
-	// the authorization metadata of every call.
-	api := serveAPI(true)
-	t.Cleanup(api.stop)
-	conn, err := grpc.NewClient(api.addr, grpc.WithTransportCredentials(api.creds),
-		grpc.WithPerRPCCredentials(client.PerRPCCredentials{Source: ts}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	health := healthpb.NewHealthClient(conn)
+	api, conn := dialAPI(t, ts)
 	for range 2 {
-		if _, err := health.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		if err := checkHealth(t, conn); err != nil {
 			t.Fatal(err)
 		}
 	}
