@@ -59,7 +59,7 @@ func (l Lease) Release(ctx context.Context) error {
 	}
 	var released bool
 	err := l.s.do(ctx, "release", func(ctx context.Context) error {
-		n, err := releaseLease.Run(ctx, l.s.rdb, []string{l.key}, l.token, l.s.setChannel, l.s.message(l.name)).Int()
+		n, err := compareAndDelete.Run(ctx, l.s.rdb, []string{l.key}, l.token, l.s.setChannel, l.s.message(l.name)).Int()
 		released = n == 1
 		return err
 	})

@@ -29,20 +29,10 @@ var ErrClosed = errors.New("shared: store closed")
 var ErrLeaseLost = errors.New("shared: lease lost")
 
 // compareAndDelete deletes KEYS[1] if it holds exactly ARGV[1] and then
-// publishes ARGV[3] on channel ARGV[2]; it returns 1 if it deleted.
+// publishes ARGV[3] on channel ARGV[2]; it returns 1 if it deleted. It
+// evicts a rejected value (publishing the invalidation) and releases a
+// lease (publishing on the set channel, so that waiters look again at once).
 var compareAndDelete = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-	redis.call('DEL', KEYS[1])
-	redis.call('PUBLISH', ARGV[2], ARGV[3])
-	return 1
-end
-return 0
-`)
-
-// releaseLease deletes the lease KEYS[1] if it holds the token ARGV[1] and
-// then publishes ARGV[3] on channel ARGV[2], so that waiters look again at
-// once; it returns 1 if it deleted.
-var releaseLease = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
 	redis.call('DEL', KEYS[1])
 	redis.call('PUBLISH', ARGV[2], ARGV[3])
