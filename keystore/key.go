@@ -306,8 +306,13 @@ func (k *Key) LogValue() slog.Value { return slog.StringValue(k.String()) }
 // Format implements [fmt.Formatter] so that no verb (%d and %x included,
 // which would otherwise print the fields of the key) shows key material: it
 // formats [Key.String].
-func (k *Key) Format(f fmt.State, verb rune) {
-	s := k.String()
+func (k *Key) Format(f fmt.State, verb rune) { FormatString(f, verb, k.String()) }
+
+// FormatString is the Format method of a type that holds secret material
+// and describes itself safely as s (its String): whatever the verb, only s
+// is written; %s, %x and %X as fmt would format the string s, %q quoted,
+// anything else as s.
+func FormatString(f fmt.State, verb rune, s string) {
 	switch verb {
 	case 's', 'x', 'X':
 		fmt.Fprintf(f, fmt.FormatString(f, verb), s)

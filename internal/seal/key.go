@@ -9,9 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
-	"strconv"
 
 	"github.com/tokenbroker/tokenbroker/keystore"
 )
@@ -147,17 +145,4 @@ func (k Key) LogValue() slog.Value { return slog.StringValue(k.String()) }
 // Format implements [fmt.Formatter] so that no verb (%v, %+v, %#v, %d and
 // %x included, which would otherwise print the fields of the key) shows
 // key material: every verb formats [Key.String].
-func (k Key) Format(f fmt.State, verb rune) { formatString(f, verb, k.String()) }
-
-// formatString writes s for verb: %s, %x and %X as fmt would format the
-// string s, %q quoted, anything else as s.
-func formatString(f fmt.State, verb rune, s string) {
-	switch verb {
-	case 's', 'x', 'X':
-		fmt.Fprintf(f, fmt.FormatString(f, verb), s)
-	case 'q':
-		_, _ = io.WriteString(f, strconv.Quote(s))
-	default:
-		_, _ = io.WriteString(f, s)
-	}
-}
+func (k Key) Format(f fmt.State, verb rune) { keystore.FormatString(f, verb, k.String()) }

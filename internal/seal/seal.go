@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/tokenbroker/tokenbroker/keystore"
 )
 
 // Version is the format version, the first byte of every sealed value.
@@ -223,4 +225,4 @@ func (s *Sealer) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // Format implements [fmt.Formatter] so that no verb shows key material:
 // every verb formats [Sealer.String].
-func (s *Sealer) Format(f fmt.State, verb rune) { formatString(f, verb, s.String()) }
+func (s *Sealer) Format(f fmt.State, verb rune) { keystore.FormatString(f, verb, s.String()) }
