@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/internal/testkit/redistest"
 )
 
@@ -170,7 +171,7 @@ func TestSubscriptionEndsTheEpisode(t *testing.T) {
 		t.Fatalf("Get with Redis stopped: %v", err)
 	}
 	r.Restart()
-	waitFor(t, s.Healthy) // no call in between
+	testkit.WaitFor(t, s.Healthy) // no call in between
 	if got := m.Episodes(); !slices.Equal(got, []bool{true, false}) {
 		t.Errorf("episodes %v, want [true false]", got)
 	}

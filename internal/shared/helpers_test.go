@@ -111,9 +111,3 @@ func numsub(t *testing.T, c *redis.Client, channel string) int64 {
 	}
 	return m[channel]
 }
-
-// waitFor is testkit.WaitFor.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	testkit.WaitFor(t, cond)
-}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/internal/testkit/redistest"
 )
 
@@ -111,7 +112,7 @@ func TestWaitGetsTheHoldersValue(t *testing.T) {
 			results <- result{v, ok, err}
 		}()
 	}
-	waitFor(t, func() bool { return waiters(waiting, "n") == n })
+	testkit.WaitFor(t, func() bool { return waiters(waiting, "n") == n })
 	// One subscription per Store, however many waiters.
 	c := direct(t, r.Addr())
 	if got := numsub(t, c, DefaultPrefix+"set"); got != 2 {
@@ -151,7 +152,7 @@ func TestWaitPollsWithoutNotification(t *testing.T) {
 		}
 		done <- v
 	}()
-	waitFor(t, func() bool { return waiters(waiting, "n") == 1 })
+	testkit.WaitFor(t, func() bool { return waiters(waiting, "n") == 1 })
 	// Stored behind the Store's back: no notification.
 	if err := direct(t, r.Addr()).Set(ctx, DefaultPrefix+"v:n", "sealed", time.Minute).Err(); err != nil {
 		t.Fatal(err)
@@ -210,7 +211,7 @@ func TestWaitEndsWithContextAndClose(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error)
 	go func() { _, _, err := s.Wait(ctx, "n"); errc <- err }()
-	waitFor(t, func() bool { return waiters(s, "n") == 1 })
+	testkit.WaitFor(t, func() bool { return waiters(s, "n") == 1 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Wait after cancel: %v, want context.Canceled", err)
@@ -220,7 +221,7 @@ func TestWaitEndsWithContextAndClose(t *testing.T) {
 	}
 
 	go func() { _, _, err := s.Wait(t.Context(), "n"); errc <- err }()
-	waitFor(t, func() bool { return waiters(s, "n") == 1 })
+	testkit.WaitFor(t, func() bool { return waiters(s, "n") == 1 })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +294,7 @@ func TestExtendOnlyOwnLease(t *testing.T) {
 	}
 	// a stops renewing; Redis expires its lease, and then it is gone even
 	// to a's Extend.
-	waitFor(t, func() bool { n, _ := c.Exists(ctx, DefaultPrefix+"l:n").Result(); return n == 0 })
+	testkit.WaitFor(t, func() bool { n, _ := c.Exists(ctx, DefaultPrefix+"l:n").Result(); return n == 0 })
 	if err := la.Extend(ctx); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("Extend of an expired lease: %v, want ErrLeaseLost", err)
 	}
@@ -352,7 +353,7 @@ func TestWaitForSkipsRefusedValues(t *testing.T) {
 		}
 		got <- string(v)
 	}()
-	waitFor(t, func() bool { return waiters(waiting, "n") == 1 })
+	testkit.WaitFor(t, func() bool { return waiters(waiting, "n") == 1 })
 	if err := holder.Set(ctx, "n", []byte("new"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +372,7 @@ func TestWaitForSkipsRefusedValues(t *testing.T) {
 		_, ok, _ := waiting.WaitFor(ctx, "n", notOld)
 		done <- ok
 	}()
-	waitFor(t, func() bool { return waiters(waiting, "n") == 1 })
+	testkit.WaitFor(t, func() bool { return waiters(waiting, "n") == 1 })
 	l.Release(ctx)
 	select {
 	case ok := <-done:

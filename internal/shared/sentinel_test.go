@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/internal/testkit/redistest"
 )
 
@@ -125,7 +126,7 @@ func TestSentinelFindsMaster(t *testing.T) {
 		v, ok, err := b.Wait(ctx, "y")
 		done <- result{v, ok, err}
 	}()
-	waitFor(t, func() bool { return waiters(b, "y") == 1 })
+	testkit.WaitFor(t, func() bool { return waiters(b, "y") == 1 })
 	if err := a.Set(ctx, "y", []byte("v2"), time.Minute); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
@@ -233,12 +234,12 @@ func TestSentinelFailover(t *testing.T) {
 	master := redistest.Start(t, "--repl-diskless-sync-delay", "0")
 	host, port, _ := net.SplitHostPort(master.Addr())
 	replica := redistest.Start(t, "--replicaof", host, port)
-	waitFor(t, func() bool { return strings.Contains(replica.Do("INFO", "replication"), "master_link_status:up") })
+	testkit.WaitFor(t, func() bool { return strings.Contains(replica.Do("INFO", "replication"), "master_link_status:up") })
 	// Started after the replica attached, the sentinel learns of it from
 	// its first look at the master; it can promote it once it has looked
 	// at the replica too.
 	sen := redistest.StartSentinel(t, master, "mymaster")
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, func() bool {
 		r := sen.Do("SENTINEL", "replicas", "mymaster")
 		return strings.Contains(r, "flags slave ") && strings.Contains(r, "master-link-status ok")
 	})
@@ -252,7 +253,7 @@ func TestSentinelFailover(t *testing.T) {
 	if err := s.Set(ctx, "x", []byte("v"), time.Minute); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
-	waitFor(t, func() bool { return replica.Do("GET", DefaultPrefix+"v:x") == "v" })
+	testkit.WaitFor(t, func() bool { return replica.Do("GET", DefaultPrefix+"v:x") == "v" })
 	subscribed(t, s)
 
 	start := time.Now()

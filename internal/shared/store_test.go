@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tokenbroker/tokenbroker/internal/testkit"
 	"github.com/tokenbroker/tokenbroker/internal/testkit/redistest"
 )
 
@@ -219,7 +220,7 @@ func TestInvalidationsDropWhenFull(t *testing.T) {
 		}
 	}
 	dropped := func() int { m.mu.Lock(); defer m.mu.Unlock(); return m.dropped }
-	waitFor(t, func() bool { return len(full)+dropped() == n })
+	testkit.WaitFor(t, func() bool { return len(full)+dropped() == n })
 	if got := dropped(); got != 3 {
 		t.Fatalf("dropped %d, want 3", got)
 	}
