@@ -29,34 +29,6 @@ func sentinelStore(t *testing.T, sen *redistest.Sentinel, edit func(*Config)) *S
 	})
 }
 
-func TestNewValidatesSentinel(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  Config
-		want string
-	}{
-		{"addr and sentinel", Config{Addr: "x:1", SentinelMaster: "m", SentinelAddrs: []string{"s:26379"}}, "addr and sentinel are both set"},
-		{"addr and sentinel addrs", Config{Addr: "x:1", SentinelAddrs: []string{"s:26379"}}, "both set"},
-		{"addr and sentinel password", Config{Addr: "x:1", SentinelPassword: "pw"}, "both set"},
-		{"master without addrs", Config{SentinelMaster: "m"}, "sentinel addrs are required"},
-		{"addrs without master", Config{SentinelAddrs: []string{"s:26379"}}, "sentinel master name is required"},
-		{"username without master", Config{SentinelUsername: "u"}, "sentinel master name is required"},
-		{"empty sentinel addr", Config{SentinelMaster: "m", SentinelAddrs: []string{"s:26379", ""}}, "a sentinel addr is empty"},
-		{"neither", Config{Username: "u"}, "addr is required, or a sentinel master and addrs"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s, err := New(tc.cfg)
-			if err == nil {
-				_ = s.Close()
-				t.Fatal("New succeeded, want an error")
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("New: %v, want it to mention %q", err, tc.want)
-			}
-		})
-	}
-}
-
 // The failover client gets every setting of the single-address one: each
 // field set in options has its namesake in failoverOptions, with the same
 // value, but the address (the sentinels find it) and the maintenance

@@ -27,6 +27,15 @@ func TestNewValidates(t *testing.T) {
 		{"sub-millisecond lease", Config{Addr: "x:1", LeaseTTL: time.Microsecond}, "1ms resolution"},
 		{"negative probe", Config{Addr: "x:1", ProbeInterval: -time.Second}, "probe interval"},
 		{"tiny poll", Config{Addr: "x:1", PollInterval: time.Millisecond}, "poll interval"},
+		// Sentinel
+		{"addr and sentinel", Config{Addr: "x:1", SentinelMaster: "m", SentinelAddrs: []string{"s:26379"}}, "addr and sentinel are both set"},
+		{"addr and sentinel addrs", Config{Addr: "x:1", SentinelAddrs: []string{"s:26379"}}, "both set"},
+		{"addr and sentinel password", Config{Addr: "x:1", SentinelPassword: "pw"}, "both set"},
+		{"master without addrs", Config{SentinelMaster: "m"}, "sentinel addrs are required"},
+		{"addrs without master", Config{SentinelAddrs: []string{"s:26379"}}, "sentinel master name is required"},
+		{"username without master", Config{SentinelUsername: "u"}, "sentinel master name is required"},
+		{"empty sentinel addr", Config{SentinelMaster: "m", SentinelAddrs: []string{"s:26379", ""}}, "a sentinel addr is empty"},
+		{"neither", Config{Username: "u"}, "addr is required, or a sentinel master and addrs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := New(tc.cfg)
