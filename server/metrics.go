@@ -109,11 +109,10 @@ func (m *Metrics) Lookup(st broker.Status) {
 // upstream: it counts only as an error, with that reason.
 func (m *Metrics) Exchange(tenant string, d time.Duration, err error) {
 	if err != nil {
-		reason := errorReason(err)
+		reason, attempted := errorReason(err)
 		m.exchangeErrors.WithLabelValues(tenant, reason).Inc()
-		switch reason {
-		case "circuit_open", "not_supported", "unknown_tenant":
-			return // refused before any request: not an exchange attempted
+		if !attempted {
+			return
 		}
 	}
 	m.exchanges.WithLabelValues(tenant).Inc()
@@ -135,21 +134,23 @@ func (m *Metrics) NegativeHit() { m.negativeHits.Inc() }
 // Evicted counts evicted cache entries.
 func (m *Metrics) Evicted(n int) { m.evictions.Add(float64(n)) }
 
-func errorReason(err error) string {
+// errorReason is a failed exchange's reason label, and whether it was
+// attempted: sent to the upstream, rather than refused before any request.
+func errorReason(err error) (reason string, attempted bool) {
 	var xe *broker.ExchangeError
 	switch {
 	case errors.Is(err, resilience.ErrCircuitOpen):
-		return "circuit_open"
+		return "circuit_open", false
 	case errors.As(err, &xe):
-		return string(xe.Reason)
+		return string(xe.Reason), true
 	case errors.Is(err, context.DeadlineExceeded):
-		return string(broker.ReasonTimeout)
+		return string(broker.ReasonTimeout), true
 	case errors.Is(err, broker.ErrUnknownTenant):
-		return "unknown_tenant"
+		return "unknown_tenant", false
 	case errors.Is(err, broker.ErrNotSupported):
-		return "not_supported"
+		return "not_supported", false
 	}
-	return "other"
+	return "other", true
 }
 
 func (m *Metrics) rateLimited(caller string) {
