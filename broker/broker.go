@@ -397,9 +397,15 @@ func (b *Broker) exchange(parent context.Context, sh *shard, key string, req Req
 	}
 	defer b.work.Done()
 	// A flight that finished between our lookup and our start may have
-	// stored a token already.
-	if e, ok := (*sh.m.Load())[key]; ok && e.err == nil && !force && e.tok.AccessToken != opt.RejectedToken && b.fresh(e.tok, opt.MinTTL) {
-		return flightResult{tok: e.tok, cached: true}, nil
+	// stored a token, or a refusal, already.
+	if e, ok := (*sh.m.Load())[key]; ok && !force {
+		switch {
+		case e.err != nil && e.tok.Expiry.After(b.clock.Now()):
+			b.metrics.NegativeHit()
+			return flightResult{}, e.err
+		case e.err == nil && e.tok.AccessToken != opt.RejectedToken && b.fresh(e.tok, opt.MinTTL):
+			return flightResult{tok: e.tok, cached: true}, nil
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), b.exchangeTimeout)
